@@ -1,0 +1,36 @@
+// edgeforge: train, evaluate, sweep, export and inspect EdgeForge runs.
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "core/config.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"EdgeForge: train, distill, fine-tune and export efficient vision models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "edgeforge 0.1.0");
+  ef::cli::Action action;
+  ef::cli::add_train(app, action);
+  ef::cli::add_eval(app, action);
+  ef::cli::add_sweep(app, action);
+  ef::cli::add_list_and_info(app, action);
+  ef::cli::add_data(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return action ? action() : ef::cli::kOk;
+  } catch (const ef::ConfigError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return ef::cli::kBadInput;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return ef::cli::kFailed;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return ef::cli::kFailed;
+  }
+}

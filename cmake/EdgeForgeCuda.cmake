@@ -1,0 +1,18 @@
+# EDGEFORGE_CUDA=AUTO compiles the CUDA sources (*.cu under a domain's cuda/) when nvcc is present
+# and the torch wheel is a CUDA build; ON makes either missing an error; OFF never compiles them.
+set(EDGEFORGE_WITH_CUDA OFF)
+if(NOT EDGEFORGE_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  set(_torch_has_cuda OFF)
+  if(TORCH_LIBRARIES MATCHES "cuda" OR CAFFE2_USE_CUDA OR TARGET torch::cudart)
+    set(_torch_has_cuda ON)
+  endif()
+  if(CMAKE_CUDA_COMPILER AND _torch_has_cuda)
+    enable_language(CUDA)
+    set(EDGEFORGE_WITH_CUDA ON)
+  elseif(EDGEFORGE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "EDGEFORGE_CUDA=ON but nvcc (${CMAKE_CUDA_COMPILER}) or torch's CUDA is missing")
+  endif()
+endif()
+message(STATUS "EdgeForge: CUDA sources ${EDGEFORGE_WITH_CUDA}")

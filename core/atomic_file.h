@@ -1,0 +1,19 @@
+#pragma once
+// Crash-safe file writes: everything is written to a temporary beside the target, flushed to disk
+// (fsync) and renamed over it, so a reader sees the old file or the new one, never half of one.
+// A full disk or any write error throws with the path, and the temporary is removed.
+#include <filesystem>
+#include <functional>
+#include <string>
+
+namespace ef {
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
+// For writers that stream: `fill` writes into the given temporary path (any API), then the file is
+// fsync'ed and renamed. If `fill` throws, the temporary is removed and the exception propagates.
+void write_atomically_via(const std::filesystem::path& path, const std::function<void(const std::filesystem::path& tmp)>& fill);
+
+void fsync_path(const std::filesystem::path& path);  // file or directory
+std::string read_file(const std::filesystem::path& path);  // throws naming the path
+
+}  // namespace ef

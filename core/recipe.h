@@ -1,0 +1,72 @@
+#pragma once
+// A recipe is one training method: it builds its networks, data and optimizers from the config,
+// owns the training step (GAN-style recipes step several optimizers), evaluates, and names the
+// state a checkpoint must hold. The Trainer runs every recipe through the same loop.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/optim.h"
+#include "core/registry.h"
+
+namespace ef {
+
+struct RunContext {
+  std::filesystem::path run_dir;  // samples/ and other outputs go below it
+  torch::Device device{torch::kCPU};
+  uint64_t seed = 0;
+  int64_t total_steps = 0;         // train.steps, for schedules
+  int64_t grad_accum = 1;          // train.grad_accum: micro-batches per optimizer step
+  double grad_clip = 0.0;          // train.grad_clip: max global gradient norm (0: off)
+  bool quiet = false;
+};
+
+class Recipe {
+ public:
+  virtual ~Recipe() = default;
+
+  // Networks whose weights a checkpoint holds: one <name>.safetensors each.
+  virtual std::map<std::string, torch::nn::Module*> modules() = 0;
+  // Optimizers whose state a checkpoint holds.
+  virtual std::map<std::string, ScheduledOptimizer*> optimizers() = 0;
+  // Names in modules() of which the trainer keeps an exponential moving average (train.ema > 0).
+  virtual std::vector<std::string> ema_modules() const { return {}; }
+
+  // One optimisation step at `step` (0-based). Returns scalar metrics by short name; "loss" is
+  // checked for NaN/Inf by the trainer.
+  virtual Scalars train_step(int64_t step) = 0;
+  // Held-out evaluation: metrics by short name ("acc", "loss").
+  virtual Scalars evaluate() = 0;
+  // Sample images (PNG under dir, TensorBoard images through log).
+  virtual void write_samples(const std::filesystem::path& dir, int64_t step, MetricLogger& log) {}
+
+  // Extra state a resume needs (data positions, recipe RNGs).
+  virtual void save_state(torch::serialize::OutputArchive& archive) const {}
+  virtual void load_state(torch::serialize::InputArchive& archive) {}
+};
+
+using RecipeRegistry = Registry<Recipe, const Config&, const RunContext&>;
+RecipeRegistry& recipes();
+
+// Thrown by a training step whose loss is NaN/Inf, before the optimizer applies it.
+struct NonFiniteLoss : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The common single-optimizer step: zero grads, `accumulate` micro-steps of backward on
+// loss_of(micro)/accumulate, gradient clipping, optimizer step. Checks each loss is finite before
+// anything is applied. Returns the mean loss and the gradient norm.
+struct StepStats {
+  double loss = 0;
+  double grad_norm = 0;
+};
+StepStats optimize_step(ScheduledOptimizer& opt, const std::vector<torch::Tensor>& params, int64_t accumulate,
+                        double grad_clip, const std::function<torch::Tensor(int64_t micro)>& loss_of);
+
+}  // namespace ef

@@ -1,0 +1,149 @@
+#include "core/run.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "core/atomic_file.h"
+#include "core/checkpoint.h"
+#include "core/device.h"
+
+namespace ef {
+
+namespace fs = std::filesystem;
+
+RunSettings RunSettings::from(const Config& root) {
+  RunSettings s;
+  s.recipe = root.require<std::string>("recipe");
+  s.name = root.get<std::string>("name", s.recipe);
+  s.seed = static_cast<uint64_t>(root.get<int64_t>("seed", 0));
+  s.device = root.get<std::string>("device", "auto");
+  s.deterministic = root.get<bool>("deterministic", true);
+  s.threads = static_cast<int>(root.get<int64_t>("threads", 0));
+  root.get<std::string>("description", "");
+  root.accept("export");  // read by `edgeforge export`
+  return s;
+}
+
+std::string resolved_config_hash(const Config& root) { return hex64(fnv1a64(root.root().dump())); }
+
+void setup_logging(const fs::path& log_file, bool quiet) {
+  std::vector<spdlog::sink_ptr> sinks;
+  auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  console->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
+  sinks.push_back(console);
+  if (!log_file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file.string()));
+  auto logger = std::make_shared<spdlog::logger>("edgeforge", sinks.begin(), sinks.end());
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S] [%^%l%$] %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+namespace {
+std::string timestamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+fs::path fresh_run_dir(const fs::path& root, const std::string& name) {
+  fs::path base = root / name / timestamp();
+  fs::path dir = base;
+  for (int i = 1; fs::exists(dir); ++i) dir = base.string() + "-" + std::to_string(i);
+  return dir;
+}
+
+struct Built {
+  Config config;
+  RunSettings settings;
+  RunContext ctx;
+  TrainOptions train;
+  std::unique_ptr<Recipe> recipe;
+};
+
+// Builds the recipe, which reads (and so resolves) every section; then unknown keys are errors.
+Built build(Config config, const fs::path& run_dir, bool quiet) {
+  Built b{config, RunSettings::from(config), {}, {}, nullptr};
+  if (b.settings.threads > 0) at::set_num_threads(b.settings.threads);
+  set_deterministic(b.settings.deterministic);
+  seed_everything(b.settings.seed);
+  b.train = TrainOptions::from(config.section("train"));
+  b.ctx.run_dir = run_dir;
+  b.ctx.device = resolve_device(b.settings.device);
+  b.ctx.seed = b.settings.seed;
+  b.ctx.total_steps = b.train.steps;
+  b.ctx.quiet = quiet;
+  b.ctx.grad_accum = b.train.grad_accum;
+  b.ctx.grad_clip = b.train.grad_clip;
+  const auto& entry = recipes().at(b.settings.recipe);  // fails early with the known names
+  b.recipe = entry.make(config, b.ctx);
+  config.reject_unknown_keys();
+  return b;
+}
+}  // namespace
+
+LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o) {
+  fs::path run_dir = o.run_dir;
+  bool resume = o.resume;
+  Config config;
+  if (o.resume) {
+    if (run_dir.empty()) throw ConfigError("--resume needs the run folder to continue");
+    if (!fs::exists(run_dir / "config.json")) throw ConfigError("cannot resume " + run_dir.string() + ": it has no config.json");
+    config = Config::load(run_dir / "config.json");
+  } else {
+    config = Config::load(config_file);
+  }
+  for (const auto& s : o.overrides) config.apply_override(s);
+
+  // A sweep point or an explicit folder that already holds this run continues it.
+  if (!resume && !run_dir.empty() && fs::exists(run_dir / "ckpt" / "latest")) resume = true;
+  if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run"));
+  fs::create_directories(run_dir);
+  setup_logging(run_dir / "log.txt", o.quiet);
+
+  Built b = build(config, run_dir, o.quiet);
+  std::string hash = resolved_config_hash(b.config);
+  if (resume) {
+    CheckpointStore store(run_dir / "ckpt", b.train.keep_last);
+    if (auto latest = store.latest()) {
+      std::string before = CheckpointStore::read_meta(*latest).value("config_hash", "");
+      if (before != hash && !o.allow_config_change)
+        throw ConfigError("refusing to resume " + run_dir.string() + ": the resolved config differs from the one its checkpoint was trained with "
+                          "(pass --allow-config-change to resume anyway)");
+    }
+  }
+  write_file_atomically(run_dir / "config.json", b.config.root().dump(2) + "\n");
+  spdlog::info("run folder {} (recipe {}, device {}, seed {})", run_dir.string(), b.settings.recipe, b.ctx.device.str(), b.settings.seed);
+
+  Trainer trainer(*b.recipe, b.train, b.ctx, hash);
+  LaunchResult r{run_dir, trainer.run(resume)};
+  if (r.outcome.status == TrainStatus::Finished) {
+    nlohmann::json done = {{"step", r.outcome.step}, {"metrics", r.outcome.final_metrics}};
+    write_file_atomically(run_dir / "final.json", done.dump(2) + "\n");
+  }
+  return r;
+}
+
+OpenedRun open_run(const fs::path& run_dir, const std::vector<std::string>& overrides, const fs::path& checkpoint, bool prefer_ema) {
+  if (!fs::exists(run_dir / "config.json")) throw ConfigError(run_dir.string() + " is not a run folder (no config.json)");
+  Config config = Config::load(run_dir / "config.json");
+  for (const auto& s : overrides) config.apply_override(s);
+  Built b = build(config, run_dir, true);
+  fs::path ckpt = checkpoint;
+  if (ckpt.empty()) {
+    CheckpointStore store(run_dir / "ckpt", 0);
+    auto latest = store.latest();
+    if (!latest) throw std::runtime_error(run_dir.string() + " has no checkpoint yet");
+    ckpt = *latest;
+  }
+  load_weights(*b.recipe, ckpt, prefer_ema);
+  return OpenedRun{b.config, b.ctx, std::move(b.recipe), ckpt};
+}
+
+}  // namespace ef

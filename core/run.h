@@ -1,0 +1,55 @@
+#pragma once
+// Launching runs: config + overrides -> run folder -> recipe -> trainer. Shared by the CLI's
+// train/eval/sweep and by the tests, so that what the tests run is what users run.
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/recipe.h"
+#include "core/trainer.h"
+
+namespace ef {
+
+struct LaunchOptions {
+  std::vector<std::string> overrides;           // "a.b=<json>"
+  std::filesystem::path runs_root = "runs";     // runs/<name>/<stamp>/
+  std::filesystem::path run_dir;                // explicit run folder (sweeps); resumed when it holds a checkpoint
+  bool resume = false;                          // continue `run_dir` from its config.json and latest checkpoint
+  bool allow_config_change = false;             // resume even when the resolved config differs
+  bool quiet = false;                           // no console metrics/progress (tests, sweeps)
+};
+
+struct LaunchResult {
+  std::filesystem::path run_dir;
+  TrainOutcome outcome;
+};
+
+LaunchResult launch_training(const std::filesystem::path& config_file, const LaunchOptions& options);
+
+// A built recipe for an existing run (eval, export), weights loaded from its latest checkpoint
+// (or `checkpoint` when given).
+struct OpenedRun {
+  Config config;
+  RunContext ctx;
+  std::unique_ptr<Recipe> recipe;
+  std::filesystem::path checkpoint;
+};
+OpenedRun open_run(const std::filesystem::path& run_dir, const std::vector<std::string>& overrides,
+                   const std::filesystem::path& checkpoint = {}, bool prefer_ema = true);
+
+// Root keys every config may carry, read here: recipe, name, seed, device, deterministic, threads,
+// train, and the sections other stages read (export, description).
+struct RunSettings {
+  std::string recipe, name, device;
+  uint64_t seed = 0;
+  bool deterministic = true;
+  int threads = 0;  // 0: LibTorch's default
+  static RunSettings from(const Config& root);
+};
+
+std::string resolved_config_hash(const Config& root);
+void setup_logging(const std::filesystem::path& log_file, bool quiet);
+
+}  // namespace ef

@@ -1,0 +1,284 @@
+#include "core/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+
+#include "core/progress.h"
+
+namespace ef {
+
+namespace fs = std::filesystem;
+
+// ---- signals -----------------------------------------------------------------------------------
+namespace {
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop.store(true); }
+struct sigaction g_old_int, g_old_term;
+}  // namespace
+
+StopSignalGuard::StopSignalGuard() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &g_old_int);
+  sigaction(SIGTERM, &sa, &g_old_term);
+}
+StopSignalGuard::~StopSignalGuard() {
+  sigaction(SIGINT, &g_old_int, nullptr);
+  sigaction(SIGTERM, &g_old_term, nullptr);
+}
+bool StopSignalGuard::requested() { return g_stop.load(); }
+void StopSignalGuard::request() { g_stop.store(true); }
+void StopSignalGuard::clear() { g_stop.store(false); }
+
+// bf16 autocast for the span of one training step (also on an exception).
+struct BF16Autocast {
+  c10::DeviceType dev;
+  bool on;
+  BF16Autocast(c10::DeviceType d, bool enable) : dev(d), on(enable) {
+    if (!on) return;
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::set_autocast_dtype(dev, at::kBFloat16);
+  }
+  ~BF16Autocast() {
+    if (!on) return;
+    at::autocast::set_autocast_enabled(dev, false);
+    at::autocast::clear_cache();
+  }
+};
+
+// ---- options -----------------------------------------------------------------------------------
+TrainOptions TrainOptions::from(const Config& c) {
+  TrainOptions o;
+  o.steps = c.get<int64_t>("steps", o.steps);
+  o.log_every = c.get<int64_t>("log_every", o.log_every);
+  o.eval_every = c.get<int64_t>("eval_every", o.eval_every);
+  o.ckpt_every = c.get<int64_t>("ckpt_every", o.ckpt_every);
+  o.sample_every = c.get<int64_t>("sample_every", o.sample_every);
+  o.keep_last = static_cast<int>(c.get<int64_t>("keep_last", o.keep_last));
+  o.ema = c.get<double>("ema", o.ema);
+  o.precision = c.get<std::string>("precision", o.precision);
+  o.grad_accum = c.get<int64_t>("grad_accum", o.grad_accum);
+  o.grad_clip = c.get<double>("grad_clip", o.grad_clip);
+  if (o.grad_accum < 1) throw ConfigError(c.source() + ": " + c.path_of("grad_accum") + ": must be at least 1");
+  o.tensorboard = c.get<bool>("tensorboard", o.tensorboard);
+  if (o.steps <= 0) throw ConfigError(c.source() + ": " + c.path_of("steps") + ": must be positive");
+  if (o.log_every <= 0) throw ConfigError(c.source() + ": " + c.path_of("log_every") + ": must be positive");
+  if (o.precision != "fp32" && o.precision != "bf16")
+    throw ConfigError(c.source() + ": " + c.path_of("precision") + ": expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
+  if (o.ema < 0 || o.ema >= 1) throw ConfigError(c.source() + ": " + c.path_of("ema") + ": expected 0 <= ema < 1");
+  return o;
+}
+
+// ---- trainer -----------------------------------------------------------------------------------
+Trainer::Trainer(Recipe& recipe, TrainOptions options, RunContext ctx, std::string config_hash)
+    : recipe_(recipe), opt_(options), ctx_(std::move(ctx)), config_hash_(std::move(config_hash)),
+      store_(ctx_.run_dir / "ckpt", options.keep_last) {
+  if (opt_.ema > 0) {
+    auto mods = recipe_.modules();
+    for (const auto& name : recipe_.ema_modules()) {
+      TensorMap shadow;
+      for (const auto& p : mods.at(name)->named_parameters(true)) shadow[p.key()] = p.value().detach().clone();
+      ema_[name] = std::move(shadow);
+    }
+  }
+}
+
+void Trainer::update_ema() {
+  if (ema_.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto mods = recipe_.modules();
+  for (auto& [name, shadow] : ema_)
+    for (const auto& p : mods.at(name)->named_parameters(true)) shadow.at(p.key()).lerp_(p.value(), 1.0 - opt_.ema);
+}
+
+void Trainer::swap_ema() {
+  torch::NoGradGuard no_grad;
+  auto mods = recipe_.modules();
+  for (auto& [name, shadow] : ema_)
+    for (const auto& p : mods.at(name)->named_parameters(true)) {
+      torch::Tensor tmp = p.value().detach().clone();
+      p.value().copy_(shadow.at(p.key()));
+      shadow.at(p.key()).copy_(tmp);
+    }
+  ema_swapped_ = !ema_swapped_;
+}
+
+Scalars Trainer::evaluate_with_ema() {
+  if (!ema_.empty()) swap_ema();
+  Scalars m;
+  try {
+    m = recipe_.evaluate();
+  } catch (...) {
+    if (ema_swapped_) swap_ema();
+    throw;
+  }
+  if (ema_swapped_) swap_ema();
+  Scalars out;
+  for (const auto& [k, v] : m) out["eval/" + k] = v;
+  return out;
+}
+
+void Trainer::save_checkpoint(int64_t step, const Scalars& metrics) {
+  nlohmann::json meta = {{"step", step}, {"config_hash", config_hash_}, {"metrics", metrics}};
+  store_.save(step, [&](const fs::path& dir) {
+    for (const auto& [name, module] : recipe_.modules())
+      save_safetensors(dir / (name + ".safetensors"), module_state(*module), {{"format", "pt"}, {"step", std::to_string(step)}});
+    for (const auto& [name, shadow] : ema_) save_safetensors(dir / (name + ".ema.safetensors"), shadow, {{"format", "pt"}});
+    torch::serialize::OutputArchive archive;
+    archive.write("step", torch::tensor(step));
+    for (const auto& [name, opt] : recipe_.optimizers()) {
+      torch::serialize::OutputArchive sub;
+      opt->get().save(sub);
+      archive.write("optim/" + name, sub);
+    }
+    archive.write("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
+    torch::serialize::OutputArchive extra;
+    recipe_.save_state(extra);
+    archive.write("recipe", extra);
+    archive.save_to((dir / "trainer.pt").string());
+  }, meta);
+}
+
+int64_t Trainer::load_checkpoint(const fs::path& folder) {
+  nlohmann::json meta = CheckpointStore::read_meta(folder);
+  load_weights(recipe_, folder, /*prefer_ema=*/false);
+  for (auto& [name, shadow] : ema_) {
+    fs::path f = folder / (name + ".ema.safetensors");
+    if (fs::exists(f)) shadow = load_safetensors(f);
+  }
+  torch::serialize::InputArchive archive;
+  fs::path state = folder / "trainer.pt";
+  try {
+    archive.load_from(state.string());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(state.string() + ": corrupt or unreadable trainer state: " + e.what_without_backtrace());
+  }
+  torch::Tensor step;
+  archive.read("step", step);
+  for (const auto& [name, opt] : recipe_.optimizers()) {
+    torch::serialize::InputArchive sub;
+    archive.read("optim/" + name, sub);
+    opt->get().load(sub);
+  }
+  torch::Tensor rng;
+  archive.read("rng/cpu", rng);
+  at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();  // shares the global generator
+  cpu_generator.set_state(rng);
+  torch::serialize::InputArchive extra;
+  archive.read("recipe", extra);
+  recipe_.load_state(extra);
+  return step.item<int64_t>();
+}
+
+void load_weights(Recipe& recipe, const fs::path& folder, bool prefer_ema) {
+  for (const auto& [name, module] : recipe.modules()) {
+    fs::path ema = folder / (name + ".ema.safetensors");
+    fs::path f = prefer_ema && fs::exists(ema) ? ema : folder / (name + ".safetensors");
+    TensorMap state = load_safetensors(f);
+    if (f == ema) {  // EMA files hold parameters only; buffers come from the live weights
+      for (const auto& b : module->named_buffers(true))
+        if (!state.count(b.key())) state[b.key()] = load_safetensors(folder / (name + ".safetensors")).at(b.key());
+    }
+    load_module_state(*module, state, f.string());
+  }
+}
+
+TrainOutcome Trainer::run(bool resume) {
+  TrainOutcome outcome;
+  step_ = 0;
+  if (resume) {
+    if (auto latest = store_.latest()) {
+      nlohmann::json meta = CheckpointStore::read_meta(*latest);
+      step_ = load_checkpoint(*latest);
+      spdlog::info("resumed from {} (step {})", latest->string(), step_);
+    }
+  }
+
+  MetricLogger log;
+  if (!ctx_.quiet) log.add(std::make_unique<ConsoleSink>());
+  log.add(std::make_unique<JsonlSink>(ctx_.run_dir / "metrics.jsonl", resume ? step_ : -1));
+  if (opt_.tensorboard) log.add(std::make_unique<TensorBoardSink>(ctx_.run_dir));
+
+  const bool bf16 = opt_.precision == "bf16";
+  const c10::DeviceType dev = ctx_.device.type();
+  StopSignalGuard signals;
+  ProgressBar bar(step_, opt_.steps, !ctx_.quiet);
+  Scalars window;  // running sums since the last log line
+  int64_t window_n = 0;
+  auto t_window = std::chrono::steady_clock::now();
+  std::map<std::string, ScheduledOptimizer*> optims = recipe_.optimizers();
+
+  auto do_eval = [&](int64_t step) {
+    Scalars m = evaluate_with_ema();
+    log.scalars(step, m);
+    outcome.final_metrics = m;
+    if (opt_.sample_every == 0 || step % opt_.sample_every == 0 || step == opt_.steps)
+      recipe_.write_samples(ctx_.run_dir / "samples", step, log);
+    return m;
+  };
+
+  while (step_ < opt_.steps) {
+    if (StopSignalGuard::requested()) {
+      bar.finish();
+      spdlog::warn("stop requested at step {}: writing a final checkpoint", step_);
+      save_checkpoint(step_, outcome.final_metrics);
+      log.flush();
+      outcome.status = TrainStatus::Interrupted;
+      outcome.step = step_;
+      return outcome;
+    }
+    for (auto& [name, o] : optims) o->set_step(step_);
+    Scalars m;
+    try {
+      BF16Autocast autocast(dev, bf16);
+      m = recipe_.train_step(step_);
+    } catch (const NonFiniteLoss& e) {
+      bar.finish();
+      auto latest = store_.latest();
+      log.flush();
+      throw std::runtime_error("training stopped at step " + std::to_string(step_) + ": " + e.what() +
+                               (latest ? "; the last good checkpoint is " + latest->string() : "; no checkpoint was written yet"));
+    }
+    auto loss = m.find("loss");
+    if (loss != m.end() && !std::isfinite(loss->second)) {
+      bar.finish();
+      auto latest = store_.latest();
+      throw std::runtime_error("training stopped at step " + std::to_string(step_) + ": loss is " + std::to_string(loss->second) +
+                               (latest ? "; the last good checkpoint is " + latest->string() : ""));
+    }
+    update_ema();
+    ++step_;
+    for (const auto& [k, v] : m) window[k] += v;
+    ++window_n;
+    bar.update(step_, loss != m.end() ? fmt::format("loss {:.4f}", loss->second) : "");
+
+    if (step_ % opt_.log_every == 0 || step_ == opt_.steps) {
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_window).count();
+      Scalars out;
+      for (const auto& [k, v] : window) out["train/" + k] = v / static_cast<double>(window_n);
+      out["train/lr"] = optims.empty() ? 0.0 : optims.begin()->second->lr();
+      out["train/steps_per_sec"] = dt > 0 ? static_cast<double>(window_n) / dt : 0.0;
+      log.scalars(step_, out);
+      window.clear();
+      window_n = 0;
+      t_window = std::chrono::steady_clock::now();
+    }
+    bool eval_now = step_ == opt_.steps || (opt_.eval_every > 0 && step_ % opt_.eval_every == 0);
+    if (eval_now) do_eval(step_);
+    bool ckpt_now = step_ == opt_.steps || (opt_.ckpt_every > 0 && step_ % opt_.ckpt_every == 0);
+    if (ckpt_now) save_checkpoint(step_, outcome.final_metrics);
+    if (eval_now || ckpt_now) log.flush();
+  }
+  bar.finish();
+  if (outcome.final_metrics.empty()) outcome.final_metrics = do_eval(step_);  // resumed at the very end
+  log.flush();
+  outcome.step = step_;
+  return outcome;
+}
+
+}  // namespace ef

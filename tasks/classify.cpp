@@ -1,0 +1,166 @@
+// Recipe "classify": image classification with a ViT (attention chosen by model.attention) on a
+// generated or HDF5 dataset. Metrics: eval/acc, eval/loss; samples: a prediction grid PNG.
+#include <spdlog/spdlog.h>
+
+#include "core/atomic_file.h"
+#include "core/image_io.h"
+#include "core/recipe.h"
+#include "models/vit.h"
+#include "tasks/shapes_dataset.h"
+
+namespace ef {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ClassifyRecipe : public Recipe {
+ public:
+  ClassifyRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
+    Config data = cfg.section("data");
+    const std::string kind = data.get<std::string>("kind", "shapes");
+    if (kind != "shapes") throw ConfigError(cfg.source() + ": data.kind: expected \"shapes\", got \"" + kind + "\"");
+    const fs::path path = data.get<std::string>("path", "data/shapes.h5");
+    ensure_shapes(path, data);
+    auto train = std::make_shared<ShapesDataset>(path, "train");
+    val_ = std::make_shared<ShapesDataset>(path, "val");
+
+    LoaderOptions lo;
+    lo.batch_size = data.get<int64_t>("batch_size", 64);
+    lo.workers = static_cast<int>(data.get<int64_t>("workers", 2));
+    lo.seed = ctx.seed;
+    train_loader_ = std::make_unique<Loader>(train, lo);
+
+    Config m = cfg.section("model");
+    const std::string model_kind = m.get<std::string>("kind", "vit");
+    if (model_kind != "vit") throw ConfigError(cfg.source() + ": model.kind: expected \"vit\", got \"" + model_kind + "\"");
+    ViTOptions vo = ViTOptions::from(m);
+    if (vo.image_size != train->image_size())
+      throw ConfigError(cfg.source() + ": model.image_size is " + std::to_string(vo.image_size) + " but the images of " + path.string() +
+                        " are " + std::to_string(train->image_size()) + " pixels");
+    model_ = ViT(vo, m.section("attention"));
+    model_->to(ctx.device);
+
+    Config loss = cfg.section("loss");
+    label_smoothing_ = loss.get<double>("label_smoothing", 0.0);
+    aux_weight_ = loss.get<double>("aux_weight", 1.0);
+
+    Config ev = cfg.section("eval");
+    eval_batches_ = ev.get<int64_t>("batches", 0);
+    eval_batch_size_ = ev.get<int64_t>("batch_size", 256);
+    n_samples_ = ev.get<int64_t>("samples", 16);
+
+    optim_ = make_optimizer(cfg.section("optim"), decay_groups(*model_), ctx.total_steps);
+    for (const auto& p : model_->parameters()) params_.push_back(p);
+    spdlog::info("classify: ViT {:.2f} M parameters, {:.1f} MFLOPs per image, {} train / {} val images",
+                 parameter_count() / 1e6, model_->flops() / 1e6, train->size(), val_->size());
+  }
+
+  std::map<std::string, torch::nn::Module*> modules() override { return {{"model", model_.get()}}; }
+  std::map<std::string, ScheduledOptimizer*> optimizers() override { return {{"optim", optim_.get()}}; }
+  std::vector<std::string> ema_modules() const override { return {"model"}; }
+
+  Scalars train_step(int64_t) override {
+    model_->train();
+    double acc = 0;
+    Scalars aux_values;
+    StepStats s = optimize_step(*optim_, params_, ctx_.grad_accum, ctx_.grad_clip, [&](int64_t) {
+      Batch b = to_device(train_loader_->next(), ctx_.device);
+      torch::Tensor logits = model_->forward(b["image"]);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(
+          logits.to(torch::kFloat32), b["label"], torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing_));
+      for (auto& [name, value] : model_->take_aux_losses()) {
+        loss = loss + aux_weight_ * value;
+        aux_values["aux_" + name] += value.item<double>() / static_cast<double>(ctx_.grad_accum);
+      }
+      acc += (logits.argmax(1) == b["label"]).to(torch::kFloat32).mean().item<double>() / static_cast<double>(ctx_.grad_accum);
+      return loss;
+    });
+    Scalars out = {{"loss", s.loss}, {"acc", acc}, {"grad_norm", s.grad_norm}};
+    out.insert(aux_values.begin(), aux_values.end());
+    return out;
+  }
+
+  Scalars evaluate() override {
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    const int64_t n = val_->size();
+    int64_t limit = eval_batches_ > 0 ? std::min(n, eval_batches_ * eval_batch_size_) : n;
+    double correct = 0, loss = 0;
+    for (int64_t begin = 0; begin < limit; begin += eval_batch_size_) {
+      std::vector<Sample> samples;
+      for (int64_t i = begin; i < std::min(limit, begin + eval_batch_size_); ++i) samples.push_back(val_->get(i));
+      Batch b = to_device(collate(samples), ctx_.device);
+      torch::Tensor logits = model_->forward(b["image"]).to(torch::kFloat32);
+      model_->take_aux_losses();
+      loss += torch::nn::functional::cross_entropy(logits, b["label"], torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+      correct += (logits.argmax(1) == b["label"]).sum().item<double>();
+    }
+    return {{"acc", correct / static_cast<double>(limit)}, {"loss", loss / static_cast<double>(limit)}};
+  }
+
+  // A grid of validation images, each framed green (right) or red (wrong); the predicted and true
+  // class names go beside it in JSON.
+  void write_samples(const fs::path& dir, int64_t step, MetricLogger& log) override {
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    const int64_t k = std::min(n_samples_, val_->size());
+    if (k == 0) return;
+    std::vector<Sample> samples;
+    for (int64_t i = 0; i < k; ++i) samples.push_back(val_->get(i));
+    Batch b = collate(samples);
+    torch::Tensor pred = model_->forward(b["image"].to(ctx_.device)).argmax(1).to(torch::kCPU);
+    model_->take_aux_losses();
+    torch::Tensor images = torch::nn::functional::interpolate(
+        b["image"], torch::nn::functional::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kNearest));
+    nlohmann::json listing = nlohmann::json::array();
+    const auto& names = shape_class_names();
+    for (int64_t i = 0; i < k; ++i) {
+      bool ok = pred[i].item<int64_t>() == b["label"][i].item<int64_t>();
+      torch::Tensor colour = ok ? torch::tensor({0.1f, 0.8f, 0.1f}) : torch::tensor({0.9f, 0.1f, 0.1f});
+      torch::Tensor img = images[i];
+      for (auto edge : {img.narrow(1, 0, 2), img.narrow(1, img.size(1) - 2, 2), img.narrow(2, 0, 2), img.narrow(2, img.size(2) - 2, 2)})
+        edge.copy_(colour.view({3, 1, 1}).expand_as(edge));
+      listing.push_back({{"index", i}, {"predicted", names.at(pred[i].item<int64_t>())}, {"true", names.at(b["label"][i].item<int64_t>())}});
+    }
+    torch::Tensor grid = make_grid(images, 8);
+    fs::create_directories(dir);
+    write_png(dir / ("predictions_step_" + std::to_string(step) + ".png"), to_uint8_hwc(grid));
+    write_file_atomically(dir / ("predictions_step_" + std::to_string(step) + ".json"), listing.dump(1));
+    log.image("samples/predictions", step, grid);
+  }
+
+  void save_state(torch::serialize::OutputArchive& a) const override {
+    LoaderPosition p = train_loader_->position();
+    a.write("loader/epoch", torch::tensor(p.epoch));
+    a.write("loader/batch", torch::tensor(p.batch));
+  }
+  void load_state(torch::serialize::InputArchive& a) override {
+    torch::Tensor epoch, batch;
+    a.read("loader/epoch", epoch);
+    a.read("loader/batch", batch);
+    train_loader_->seek({epoch.item<int64_t>(), batch.item<int64_t>()});
+  }
+
+ private:
+  double parameter_count() const {
+    double n = 0;
+    for (const auto& p : model_->parameters()) n += static_cast<double>(p.numel());
+    return n;
+  }
+
+  RunContext ctx_;
+  std::shared_ptr<ShapesDataset> val_;
+  std::unique_ptr<Loader> train_loader_;
+  ViT model_{nullptr};
+  std::unique_ptr<ScheduledOptimizer> optim_;
+  std::vector<torch::Tensor> params_;
+  double label_smoothing_ = 0, aux_weight_ = 1;
+  int64_t eval_batches_ = 0, eval_batch_size_ = 256, n_samples_ = 16;
+};
+
+EF_REGISTER(recipes(), "classify",
+            [](const Config& c, const RunContext& ctx) { return std::make_unique<ClassifyRecipe>(c, ctx); },
+            "image classification with a ViT (attention from model.attention) on generated shapes");
+
+}  // namespace
+}  // namespace ef

@@ -1,0 +1,187 @@
+#include "tasks/shapes_dataset.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <random>
+
+#include "core/hdf5_file.h"
+
+namespace ef {
+
+namespace fs = std::filesystem;
+constexpr int64_t kShapesSchema = 1;
+
+const std::vector<std::string>& shape_class_names() {
+  static const std::vector<std::string> names = {"disk", "square", "triangle", "ring", "plus",
+                                                 "x-cross", "h-stripes", "v-stripes", "checker", "dots"};
+  return names;
+}
+
+ShapesParams ShapesParams::from(const Config& c) {
+  ShapesParams p;
+  p.n = c.get<int64_t>("n", p.n);
+  p.val_fraction = c.get<double>("val_fraction", p.val_fraction);
+  p.size = c.get<int64_t>("size", p.size);
+  p.seed = static_cast<uint64_t>(c.get<int64_t>("seed", 0));
+  p.noise = c.get<double>("noise", p.noise);
+  if (p.n < 20) throw ConfigError(c.source() + ": " + c.path_of("n") + ": need at least 20 images");
+  if (p.val_fraction <= 0 || p.val_fraction >= 1) throw ConfigError(c.source() + ": " + c.path_of("val_fraction") + ": expected 0 < v < 1");
+  if (p.size < 8) throw ConfigError(c.source() + ": " + c.path_of("size") + ": at least 8 pixels");
+  return p;
+}
+
+nlohmann::json ShapesParams::to_json() const {
+  return {{"n", n}, {"val_fraction", val_fraction}, {"size", size}, {"seed", seed}, {"noise", noise}};
+}
+
+namespace {
+// Is local point (u, v) (shape frame, radius 1) inside shape `cls`?
+bool inside(int cls, double u, double v, double freq) {
+  const double au = std::fabs(u), av = std::fabs(v), r2 = u * u + v * v;
+  const bool in_patch = au <= 0.9 && av <= 0.9;
+  switch (cls) {
+    case 0: return r2 <= 1.0;
+    case 1: return au <= 0.8 && av <= 0.8;
+    case 2: return v >= -0.6 && v <= 0.9 - 1.732 * au;  // upward triangle
+    case 3: return r2 <= 1.0 && r2 >= 0.36;
+    case 4: return (au <= 0.28 && av <= 1.0) || (av <= 0.28 && au <= 1.0);
+    case 5: {
+      double a = (u + v) * 0.7071, b = (u - v) * 0.7071;
+      return (std::fabs(a) <= 0.26 && std::fabs(b) <= 1.0) || (std::fabs(b) <= 0.26 && std::fabs(a) <= 1.0);
+    }
+    case 6: return in_patch && std::sin(v * freq) > 0;
+    case 7: return in_patch && std::sin(u * freq) > 0;
+    case 8: return in_patch && std::sin(u * freq) * std::sin(v * freq) > 0;
+    case 9: {
+      double fu = u * freq / M_PI * 0.5 + 100.0, fv = v * freq / M_PI * 0.5 + 100.0;
+      double du = fu - std::floor(fu) - 0.5, dv = fv - std::floor(fv) - 0.5;
+      return in_patch && du * du + dv * dv < 0.09;
+    }
+  }
+  return false;
+}
+
+uint64_t mix(uint64_t x) {  // splitmix64: decorrelates per-image seeds
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+std::pair<torch::Tensor, int64_t> draw_shape_image(const ShapesParams& p, int64_t index) {
+  std::mt19937_64 rng(mix(p.seed * 0x100000001b3ULL + static_cast<uint64_t>(index)));
+  std::uniform_real_distribution<double> U(0.0, 1.0);
+  const int cls = static_cast<int>(index % 10);  // balanced classes; shuffling happens in the loader
+  const int S = static_cast<int>(p.size);
+
+  double bg[3], fg[3], grad[3];
+  for (int c = 0; c < 3; ++c) bg[c] = U(rng), grad[c] = (U(rng) - 0.5) * 0.3;
+  // foreground far enough from the background to be visible
+  do {
+    for (int c = 0; c < 3; ++c) fg[c] = U(rng);
+  } while (std::fabs(fg[0] - bg[0]) + std::fabs(fg[1] - bg[1]) + std::fabs(fg[2] - bg[2]) < 0.6);
+  const double scale = (0.25 + 0.2 * U(rng)) * S;                 // radius in pixels
+  const double cx = S * 0.5 + (U(rng) - 0.5) * (S - 2 * scale) * 0.8;
+  const double cy = S * 0.5 + (U(rng) - 0.5) * (S - 2 * scale) * 0.8;
+  const double angle = (U(rng) - 0.5) * 0.5;                      // +-14 degrees keeps plus vs x apart
+  const double freq = 7.0 + 5.0 * U(rng);
+  const double noise = p.noise * U(rng);
+  std::normal_distribution<double> N(0.0, 1.0);
+  const double ca = std::cos(angle), sa = std::sin(angle);
+
+  torch::Tensor img = torch::empty({S, S, 3}, torch::kUInt8);
+  uint8_t* out = img.data_ptr<uint8_t>();
+  for (int y = 0; y < S; ++y)
+    for (int x = 0; x < S; ++x) {
+      // 2x2 supersampling for anti-aliased edges
+      double cover = 0;
+      for (int sy = 0; sy < 2; ++sy)
+        for (int sx = 0; sx < 2; ++sx) {
+          double dx = (x + 0.25 + 0.5 * sx - cx) / scale, dy = (y + 0.25 + 0.5 * sy - cy) / scale;
+          double u = ca * dx + sa * dy, v = -sa * dx + ca * dy;
+          cover += inside(cls, u, -v, freq) ? 0.25 : 0.0;
+        }
+      double gy = static_cast<double>(y) / S - 0.5;
+      for (int c = 0; c < 3; ++c) {
+        double b = bg[c] + grad[c] * gy;
+        double val = b * (1 - cover) + fg[c] * cover + noise * N(rng);
+        out[(y * S + x) * 3 + c] = static_cast<uint8_t>(std::lround(std::clamp(val, 0.0, 1.0) * 255.0));
+      }
+    }
+  return {img, cls};
+}
+
+void generate_shapes(const ShapesParams& p, const fs::path& path) {
+  const int64_t n_val = std::max<int64_t>(10, static_cast<int64_t>(std::llround(p.n * p.val_fraction)));
+  const int64_t n_train = p.n - n_val;
+  torch::Tensor images = torch::empty({p.n, p.size, p.size, 3}, torch::kUInt8);
+  torch::Tensor labels = torch::empty({p.n}, torch::kInt64);
+  at::parallel_for(0, p.n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      auto [img, label] = draw_shape_image(p, i);
+      images[i].copy_(img);
+      labels[i] = label;
+    }
+  });
+  nlohmann::json classes = shape_class_names();
+  write_h5_atomically(path, [&](H5File& f) {
+    f.set_attr("schema_version", kShapesSchema);
+    f.set_attr("generator", std::string("shapes"));
+    f.set_attr("params", p.to_json().dump());
+    f.set_attr("classes", classes.dump());
+    f.write("train/images", images.slice(0, 0, n_train));
+    f.write("train/labels", labels.slice(0, 0, n_train));
+    f.write("val/images", images.slice(0, n_train));
+    f.write("val/labels", labels.slice(0, n_train));
+  });
+}
+
+ShapesDataset::ShapesDataset(const fs::path& path, const std::string& split) {
+  H5File f(path, H5File::Mode::Read);
+  require_schema(f, kShapesSchema);
+  images_ = f.read(split + "/images");
+  labels_ = f.read(split + "/labels");
+  if (images_.dim() != 4 || images_.size(3) != 3 || images_.scalar_type() != torch::kUInt8 || labels_.size(0) != images_.size(0))
+    throw std::runtime_error(path.string() + ": " + split + "/images is not uint8 [N,H,W,3] matching " + split + "/labels");
+}
+
+Sample ShapesDataset::get(int64_t index) const {
+  torch::Tensor img = images_[index].permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
+  return {{"image", img}, {"label", labels_[index]}};
+}
+
+void ensure_shapes(const fs::path& path, const Config& data) {
+  const bool can_generate = data.has("generate");
+  if (fs::exists(path)) {
+    if (!can_generate) return;
+    ShapesParams want = ShapesParams::from(data.section("generate"));
+    H5File f(path, H5File::Mode::Read);
+    if (f.has_attr("params") && nlohmann::json::parse(f.attr_string("params")) != want.to_json())
+      throw ConfigError(path.string() + " was generated with " + f.attr_string("params") + ", but " + data.path_of("generate") +
+                        " asks for " + want.to_json().dump() + "; remove the file or choose another data.path");
+    return;
+  }
+  if (!can_generate)
+    throw ConfigError("dataset not found: " + path.string() + " (generate it with `edgeforge data gen shapes --out " + path.string() +
+                      "` or add " + data.path_of("generate") + ")");
+  generate_shapes(ShapesParams::from(data.section("generate")), path);
+}
+
+}  // namespace ef
+
+// ---- `edgeforge data gen shapes` ---------------------------------------------------------------
+#include "core/data_gen.h"
+
+namespace ef {
+namespace {
+class ShapesGenerator : public DataGenerator {
+ public:
+  std::string default_path() const override { return "data/shapes.h5"; }
+  void generate(const Config& params, const fs::path& out) override { generate_shapes(ShapesParams::from(params), out); }
+};
+EF_REGISTER(data_generators(), "shapes", [] { return std::make_unique<ShapesGenerator>(); },
+            "10 classes of drawn shapes and textures (classify)");
+}  // namespace
+}  // namespace ef
