@@ -95,7 +95,9 @@ class ClassifyRecipe : public Recipe {
       loss += torch::nn::functional::cross_entropy(logits, b["label"], torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
       correct += (logits.argmax(1) == b["label"]).sum().item<double>();
     }
-    return {{"acc", correct / static_cast<double>(limit)}, {"loss", loss / static_cast<double>(limit)}};
+    // model size and cost beside the accuracy, so sweeps over attention kinds compare all three
+    return {{"acc", correct / static_cast<double>(limit)}, {"loss", loss / static_cast<double>(limit)},
+            {"params", parameter_count()}, {"mflops", model_->flops() / 1e6}};
   }
 
   // A grid of validation images, each framed green (right) or red (wrong); the predicted and true
