@@ -10,7 +10,7 @@
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
-TEST_CASE("safetensors: round trip of dtypes / shapes and metadata", "[checkpoint][safetensors]") {
+TEST_CASE("safetensors: round trip of dtypes and shapes and metadata", "[checkpoint][safetensors]") {
   ef::test::ScratchDir dir("st");
   ef::TensorMap t = {{"a.weight", torch::randn({3, 4})},
                      {"b", torch::arange(10, torch::kInt64)},

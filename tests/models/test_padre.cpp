@@ -75,7 +75,7 @@ Mat mix(const Mat& u, const torch::Tensor& weight, const torch::Tensor& bias, in
 
 }  // namespace
 
-TEST_CASE("padre: [B /N /C] -> [B /N /C] on a grid with a class token / on 1-D tokens / for degrees 1..4", "[padre]") {
+TEST_CASE("padre: maps B x N x C to B x N x C on a grid with a class token / on 1-D tokens / for degrees 1..4", "[padre]") {
   torch::manual_seed(0);
   for (int64_t d = 1; d <= 4; ++d) {
     INFO("degree " << d);

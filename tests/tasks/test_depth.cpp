@@ -74,7 +74,7 @@ TEST_CASE("depth: metrics follow the NYU Depth V2 definitions", "[depth][metrics
   CHECK(loss.item<double>() == Approx(10 * std::sqrt(0.15) * std::log(2.0)).epsilon(1e-4));
 }
 
-TEST_CASE("depth: colour map is near = red / far = blue / in [0 / 1]", "[depth]") {
+TEST_CASE("depth: colour map is near = red and far = blue within the unit range", "[depth]") {
   torch::Tensor d = torch::linspace(1, 9, 16).view({4, 4});
   torch::Tensor c = ef::colorize_depth(d, 1, 9);
   CHECK(c.sizes() == std::vector<int64_t>{3, 4, 4});
