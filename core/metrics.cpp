@@ -37,7 +37,8 @@ void JsonlSink::scalars(int64_t step, const Scalars& values) {
   nlohmann::json j = {{"step", step}};
   for (const auto& [k, v] : values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
   std::string line = j.dump() + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), out_) != line.size())
+  // flushed per line, so `tail -f metrics.jsonl` and plotting scripts see progress as it happens
+  if (std::fwrite(line.data(), 1, line.size(), out_) != line.size() || std::fflush(out_) != 0)
     throw std::runtime_error("cannot write " + file_.string() + ": " + std::strerror(errno));
 }
 
