@@ -138,6 +138,10 @@ const nlohmann::json& Config::json() const { return node(); }
 const nlohmann::json& Config::root() const { return state_->root; }
 std::string Config::source() const { return state_->source; }
 
+void Config::invalid(const std::string& key, const std::string& why) const {
+  throw ConfigError(source() + ": " + path_of(key) + ": " + why);
+}
+
 void Config::type_error(const std::string& key, const char* expected, const nlohmann::json& got) const {
   throw ConfigError(source() + ": " + path_of(key) + ": expected " + expected + ", got " + describe_json(got));
 }

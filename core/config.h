@@ -43,6 +43,10 @@ class Config {
   // another component wholesale (a generator's parameters, say).
   void accept(const std::string& key) const;
 
+  // Throws ConfigError "<source>: <path.key>: <why>", for values a getter accepted but the reader
+  // cannot use (a range, a combination of keys).
+  [[noreturn]] void invalid(const std::string& key, const std::string& why) const;
+
   // Throws ConfigError for the first key under this section that no getter read.
   void reject_unknown_keys() const;
 

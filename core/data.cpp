@@ -26,6 +26,14 @@ Batch to_device(const Batch& batch, const torch::Device& device) {
   return out;
 }
 
+LoaderOptions LoaderOptions::from(const Config& data, uint64_t seed, int64_t batch_size) {
+  LoaderOptions o;
+  o.batch_size = data.get<int64_t>("batch_size", batch_size);
+  o.workers = static_cast<int>(data.get<int64_t>("workers", o.workers));
+  o.seed = seed;
+  return o;
+}
+
 Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
     : dataset_(std::move(dataset)), opt_(options) {
   TORCH_CHECK(opt_.batch_size > 0, "data.batch_size must be positive, got ", opt_.batch_size);

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/config.h"
+
 namespace ef {
 
 using Sample = std::map<std::string, torch::Tensor>;
@@ -38,6 +40,8 @@ struct LoaderOptions {
   int workers = 2;       // prefetching threads; 0 loads on the caller's thread
   int prefetch = 4;      // batches kept ready ahead
   uint64_t seed = 0;
+  // data.batch_size (default `batch_size`) and data.workers (2); the seed is the run's.
+  static LoaderOptions from(const Config& data, uint64_t seed, int64_t batch_size);
 };
 
 struct LoaderPosition {

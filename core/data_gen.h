@@ -16,9 +16,18 @@ class DataGenerator {
   // Reads its parameters from `params` (unknown keys are rejected by the caller) and writes `out`
   // atomically.
   virtual void generate(const Config& params, const std::filesystem::path& out) = 0;
+  // The parameters `params` resolve to (defaults filled in), as stored in the file's "params"
+  // attribute: what decides whether an existing file is the dataset asked for.
+  virtual nlohmann::json resolved_params(const Config& params) const = 0;
 };
 
 using DataGenRegistry = Registry<DataGenerator>;
 DataGenRegistry& data_generators();
+
+// A recipe's `data` section for a generated dataset: checks `data.kind` is `kind`, reads `data.path`
+// (default: the generator's), generates the file when it is missing and `data.generate` is given,
+// and refuses an existing file made with other parameters (it would silently be another dataset).
+// Returns the path.
+std::filesystem::path prepare_dataset(const Config& data, const std::string& kind);
 
 }  // namespace ef

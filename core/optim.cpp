@@ -36,7 +36,7 @@ Schedule Schedule::from(const Config& c, int64_t total_steps) {
   Schedule s;
   s.kind = c.get<std::string>("kind", "constant");
   if (s.kind != "constant" && s.kind != "cosine" && s.kind != "linear")
-    throw ConfigError(c.source() + ": " + c.path_of("kind") + ": expected \"constant\", \"cosine\" or \"linear\", got \"" + s.kind + "\"");
+    c.invalid("kind", "expected \"constant\", \"cosine\" or \"linear\", got \"" + s.kind + "\"");
   s.warmup = c.get<int64_t>("warmup", 0);
   s.min_ratio = c.get<double>("min_ratio", 0.0);
   s.total = total_steps;
@@ -85,7 +85,7 @@ std::unique_ptr<ScheduledOptimizer> make_optimizer(const Config& c, const std::v
     opt = std::make_unique<torch::optim::SGD>(gs, torch::optim::SGDOptions(lr));
   } else if (kind == "adam" || kind == "adamw") {
     auto betas = c.get<std::vector<double>>("betas", {0.9, 0.999});
-    if (betas.size() != 2) throw ConfigError(c.source() + ": " + c.path_of("betas") + ": expected 2 numbers");
+    if (betas.size() != 2) c.invalid("betas", "expected 2 numbers");
     const double eps = c.get<double>("eps", 1e-8);
     if (kind == "adam") {
       auto gs = build_groups([&](double l, double w) {
@@ -99,7 +99,7 @@ std::unique_ptr<ScheduledOptimizer> make_optimizer(const Config& c, const std::v
       opt = std::make_unique<torch::optim::AdamW>(gs, torch::optim::AdamWOptions(lr));
     }
   } else {
-    throw ConfigError(c.source() + ": " + c.path_of("kind") + ": expected \"sgd\", \"adam\" or \"adamw\", got \"" + kind + "\"");
+    c.invalid("kind", "expected \"sgd\", \"adam\" or \"adamw\", got \"" + kind + "\"");
   }
   return std::make_unique<ScheduledOptimizer>(std::move(opt), std::move(base_lrs), schedule);
 }

@@ -64,13 +64,13 @@ TrainOptions TrainOptions::from(const Config& c) {
   o.precision = c.get<std::string>("precision", o.precision);
   o.grad_accum = c.get<int64_t>("grad_accum", o.grad_accum);
   o.grad_clip = c.get<double>("grad_clip", o.grad_clip);
-  if (o.grad_accum < 1) throw ConfigError(c.source() + ": " + c.path_of("grad_accum") + ": must be at least 1");
+  if (o.grad_accum < 1) c.invalid("grad_accum", "must be at least 1");
   o.tensorboard = c.get<bool>("tensorboard", o.tensorboard);
-  if (o.steps <= 0) throw ConfigError(c.source() + ": " + c.path_of("steps") + ": must be positive");
-  if (o.log_every <= 0) throw ConfigError(c.source() + ": " + c.path_of("log_every") + ": must be positive");
+  if (o.steps <= 0) c.invalid("steps", "must be positive");
+  if (o.log_every <= 0) c.invalid("log_every", "must be positive");
   if (o.precision != "fp32" && o.precision != "bf16")
-    throw ConfigError(c.source() + ": " + c.path_of("precision") + ": expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
-  if (o.ema < 0 || o.ema >= 1) throw ConfigError(c.source() + ": " + c.path_of("ema") + ": expected 0 <= ema < 1");
+    c.invalid("precision", "expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
+  if (o.ema < 0 || o.ema >= 1) c.invalid("ema", "expected 0 <= ema < 1");
   return o;
 }
 

@@ -24,10 +24,9 @@ ViTOptions ViTOptions::from(const Config& c) {
   o.num_classes = c.get<int64_t>("num_classes", o.num_classes);
   o.pool = c.get<std::string>("pool", o.pool);
   o.dropout = c.get<double>("dropout", o.dropout);
-  auto bad = [&](const std::string& key, const std::string& why) { throw ConfigError(c.source() + ": " + c.path_of(key) + ": " + why); };
-  if (o.image_size % o.patch != 0) bad("patch", "image_size " + std::to_string(o.image_size) + " is not a multiple of patch " + std::to_string(o.patch));
-  if (o.dim % o.heads != 0) bad("heads", "dim " + std::to_string(o.dim) + " is not divisible by heads " + std::to_string(o.heads));
-  if (o.pool != "cls" && o.pool != "mean") bad("pool", "expected \"cls\" or \"mean\", got \"" + o.pool + "\"");
+  if (o.image_size % o.patch != 0) c.invalid("patch", "image_size " + std::to_string(o.image_size) + " is not a multiple of patch " + std::to_string(o.patch));
+  if (o.dim % o.heads != 0) c.invalid("heads", "dim " + std::to_string(o.dim) + " is not divisible by heads " + std::to_string(o.heads));
+  if (o.pool != "cls" && o.pool != "mean") c.invalid("pool", "expected \"cls\" or \"mean\", got \"" + o.pool + "\"");
   return o;
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/atomic_file.h"
 #include "core/image_io.h"
+#include "core/data_gen.h"
 #include "core/recipe.h"
 #include "models/vit.h"
 #include "tasks/shapes_dataset.h"
@@ -17,18 +18,10 @@ class ClassifyRecipe : public Recipe {
  public:
   ClassifyRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
     Config data = cfg.section("data");
-    const std::string kind = data.get<std::string>("kind", "shapes");
-    if (kind != "shapes") throw ConfigError(cfg.source() + ": data.kind: expected \"shapes\", got \"" + kind + "\"");
-    const fs::path path = data.get<std::string>("path", "data/shapes.h5");
-    ensure_shapes(path, data);
+    const fs::path path = prepare_dataset(data, "shapes");
     auto train = std::make_shared<ShapesDataset>(path, "train");
     val_ = std::make_shared<ShapesDataset>(path, "val");
-
-    LoaderOptions lo;
-    lo.batch_size = data.get<int64_t>("batch_size", 64);
-    lo.workers = static_cast<int>(data.get<int64_t>("workers", 2));
-    lo.seed = ctx.seed;
-    train_loader_ = std::make_unique<Loader>(train, lo);
+    train_loader_ = std::make_unique<Loader>(train, LoaderOptions::from(data, ctx.seed, 64));
 
     Config m = cfg.section("model");
     const std::string model_kind = m.get<std::string>("kind", "vit");

@@ -10,6 +10,7 @@
 
 #include "core/atomic_file.h"
 #include "core/image_io.h"
+#include "core/data_gen.h"
 #include "core/recipe.h"
 #include "tasks/depth_scenes.h"
 
@@ -24,11 +25,11 @@ DepthDecoderOptions DepthDecoderOptions::from(const Config& c, int64_t depth) {
   const int64_t n = std::min<int64_t>(4, depth);
   for (int64_t i = 1; i <= n; ++i) fallback.push_back((depth * i) / n - 1);
   o.layers = c.get<std::vector<int64_t>>("layers", fallback);
-  if (o.dim < 1) throw ConfigError(c.source() + ": " + c.path_of("dim") + ": must be positive");
-  if (o.layers.empty()) throw ConfigError(c.source() + ": " + c.path_of("layers") + ": at least one encoder block");
+  if (o.dim < 1) c.invalid("dim", "must be positive");
+  if (o.layers.empty()) c.invalid("layers", "at least one encoder block");
   for (int64_t l : o.layers)
     if (l < 0 || l >= depth)
-      throw ConfigError(c.source() + ": " + c.path_of("layers") + ": block " + std::to_string(l) + " is not in 0.." + std::to_string(depth - 1));
+      c.invalid("layers", "block " + std::to_string(l) + " is not in 0.." + std::to_string(depth - 1));
   return o;
 }
 
@@ -122,18 +123,10 @@ class DepthRecipe : public Recipe {
  public:
   DepthRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
     Config data = cfg.section("data");
-    const std::string kind = data.get<std::string>("kind", "depth-scenes");
-    if (kind != "depth-scenes") throw ConfigError(cfg.source() + ": data.kind: expected \"depth-scenes\", got \"" + kind + "\"");
-    const fs::path path = data.get<std::string>("path", "data/depth_scenes.h5");
-    ensure_depth_scenes(path, data);
+    const fs::path path = prepare_dataset(data, "depth-scenes");
     auto train = std::make_shared<DepthScenesDataset>(path, "train");
     val_ = std::make_shared<DepthScenesDataset>(path, "val");
-
-    LoaderOptions lo;
-    lo.batch_size = data.get<int64_t>("batch_size", 32);
-    lo.workers = static_cast<int>(data.get<int64_t>("workers", 2));
-    lo.seed = ctx.seed;
-    train_loader_ = std::make_unique<Loader>(train, lo);
+    train_loader_ = std::make_unique<Loader>(train, LoaderOptions::from(data, ctx.seed, 32));
 
     Config m = cfg.section("model");
     const std::string model_kind = m.get<std::string>("kind", "vit");

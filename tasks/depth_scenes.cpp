@@ -20,12 +20,11 @@ DepthScenesParams DepthScenesParams::from(const Config& c) {
   p.seed = static_cast<uint64_t>(c.get<int64_t>("seed", 0));
   p.max_depth = c.get<double>("max_depth", p.max_depth);
   p.noise = c.get<double>("noise", p.noise);
-  auto bad = [&](const std::string& key, const std::string& why) { throw ConfigError(c.source() + ": " + c.path_of(key) + ": " + why); };
-  if (p.n < 20) bad("n", "need at least 20 images");
-  if (p.val_fraction <= 0 || p.val_fraction >= 1) bad("val_fraction", "expected 0 < v < 1");
-  if (p.size < 8) bad("size", "at least 8 pixels");
-  if (p.max_depth < 4) bad("max_depth", "expected at least 4 (metres)");
-  if (p.noise < 0) bad("noise", "must be >= 0");
+  if (p.n < 20) c.invalid("n", "need at least 20 images");
+  if (p.val_fraction <= 0 || p.val_fraction >= 1) c.invalid("val_fraction", "expected 0 < v < 1");
+  if (p.size < 8) c.invalid("size", "at least 8 pixels");
+  if (p.max_depth < 4) c.invalid("max_depth", "expected at least 4 (metres)");
+  if (p.noise < 0) c.invalid("noise", "must be >= 0");
   return p;
 }
 
@@ -256,23 +255,6 @@ Sample DepthScenesDataset::get(int64_t index) const {
   return {{"image", img}, {"depth", depth_[index].unsqueeze(0).clone()}};
 }
 
-void ensure_depth_scenes(const fs::path& path, const Config& data) {
-  const bool can_generate = data.has("generate");
-  if (fs::exists(path)) {
-    if (!can_generate) return;
-    DepthScenesParams want = DepthScenesParams::from(data.section("generate"));
-    H5File f(path, H5File::Mode::Read);
-    if (f.has_attr("params") && nlohmann::json::parse(f.attr_string("params")) != want.to_json())
-      throw ConfigError(path.string() + " was generated with " + f.attr_string("params") + ", but " + data.path_of("generate") +
-                        " asks for " + want.to_json().dump() + "; remove the file or choose another data.path");
-    return;
-  }
-  if (!can_generate)
-    throw ConfigError("dataset not found: " + path.string() + " (generate it with `edgeforge data gen depth-scenes --out " + path.string() +
-                      "` or add " + data.path_of("generate") + ")");
-  generate_depth_scenes(DepthScenesParams::from(data.section("generate")), path);
-}
-
 }  // namespace ef
 
 // ---- `edgeforge data gen depth-scenes` ---------------------------------------------------------
@@ -284,6 +266,7 @@ class DepthScenesGenerator : public DataGenerator {
  public:
   std::string default_path() const override { return "data/depth_scenes.h5"; }
   void generate(const Config& params, const fs::path& out) override { generate_depth_scenes(DepthScenesParams::from(params), out); }
+  nlohmann::json resolved_params(const Config& params) const override { return DepthScenesParams::from(params).to_json(); }
 };
 EF_REGISTER(data_generators(), "depth-scenes", [] { return std::make_unique<DepthScenesGenerator>(); },
             "ray-cast scenes of random 3-D primitives with metric z-depth (depth)");

@@ -48,7 +48,5 @@ class DepthScenesDataset : public Dataset {
   double max_depth_ = 10.0;
 };
 
-// Generates `path` when missing and `data.generate` is given; refuses a file made with other parameters.
-void ensure_depth_scenes(const std::filesystem::path& path, const Config& data);
 
 }  // namespace ef

@@ -25,9 +25,9 @@ ShapesParams ShapesParams::from(const Config& c) {
   p.size = c.get<int64_t>("size", p.size);
   p.seed = static_cast<uint64_t>(c.get<int64_t>("seed", 0));
   p.noise = c.get<double>("noise", p.noise);
-  if (p.n < 20) throw ConfigError(c.source() + ": " + c.path_of("n") + ": need at least 20 images");
-  if (p.val_fraction <= 0 || p.val_fraction >= 1) throw ConfigError(c.source() + ": " + c.path_of("val_fraction") + ": expected 0 < v < 1");
-  if (p.size < 8) throw ConfigError(c.source() + ": " + c.path_of("size") + ": at least 8 pixels");
+  if (p.n < 20) c.invalid("n", "need at least 20 images");
+  if (p.val_fraction <= 0 || p.val_fraction >= 1) c.invalid("val_fraction", "expected 0 < v < 1");
+  if (p.size < 8) c.invalid("size", "at least 8 pixels");
   return p;
 }
 
@@ -152,23 +152,6 @@ Sample ShapesDataset::get(int64_t index) const {
   return {{"image", img}, {"label", labels_[index]}};
 }
 
-void ensure_shapes(const fs::path& path, const Config& data) {
-  const bool can_generate = data.has("generate");
-  if (fs::exists(path)) {
-    if (!can_generate) return;
-    ShapesParams want = ShapesParams::from(data.section("generate"));
-    H5File f(path, H5File::Mode::Read);
-    if (f.has_attr("params") && nlohmann::json::parse(f.attr_string("params")) != want.to_json())
-      throw ConfigError(path.string() + " was generated with " + f.attr_string("params") + ", but " + data.path_of("generate") +
-                        " asks for " + want.to_json().dump() + "; remove the file or choose another data.path");
-    return;
-  }
-  if (!can_generate)
-    throw ConfigError("dataset not found: " + path.string() + " (generate it with `edgeforge data gen shapes --out " + path.string() +
-                      "` or add " + data.path_of("generate") + ")");
-  generate_shapes(ShapesParams::from(data.section("generate")), path);
-}
-
 }  // namespace ef
 
 // ---- `edgeforge data gen shapes` ---------------------------------------------------------------
@@ -180,6 +163,7 @@ class ShapesGenerator : public DataGenerator {
  public:
   std::string default_path() const override { return "data/shapes.h5"; }
   void generate(const Config& params, const fs::path& out) override { generate_shapes(ShapesParams::from(params), out); }
+  nlohmann::json resolved_params(const Config& params) const override { return ShapesParams::from(params).to_json(); }
 };
 EF_REGISTER(data_generators(), "shapes", [] { return std::make_unique<ShapesGenerator>(); },
             "10 classes of drawn shapes and textures (classify)");

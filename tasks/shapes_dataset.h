@@ -46,8 +46,4 @@ class ShapesDataset : public Dataset {
   torch::Tensor labels_;  // int64 [N]
 };
 
-// Opens `path`, generating it first when it is missing and `generate` is given; an existing file
-// made with other parameters is an error (it would silently be a different dataset).
-void ensure_shapes(const std::filesystem::path& path, const Config& data);
-
 }  // namespace ef

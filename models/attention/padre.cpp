@@ -5,10 +5,6 @@
 namespace ef {
 
 namespace {
-[[noreturn]] void bad(const Config& c, const std::string& key, const std::string& why) {
-  throw ConfigError(c.source() + ": " + c.path_of(key) + ": " + why);
-}
-
 bool one_of(const std::string& v, std::initializer_list<const char*> options) {
   for (const char* o : options)
     if (v == o) return true;
@@ -25,19 +21,19 @@ PADReOptions PADReOptions::from(const Config& c) {
   o.combine = c.get<std::string>("combine", o.combine);
   o.prefix_mixing = c.get<std::string>("prefix_mixing", o.prefix_mixing);
   o.bias = c.get<bool>("bias", o.bias);
-  if (o.degree < 1 || o.degree > 8) bad(c, "degree", "expected 1..8, got " + std::to_string(o.degree));
-  if (o.kernel < 1 || o.kernel % 2 == 0) bad(c, "kernel", "expected an odd size >= 1, got " + std::to_string(o.kernel));
-  if (!one_of(o.mixing, {"auto", "conv2d", "conv1d"})) bad(c, "mixing", "expected auto, conv2d or conv1d, got \"" + o.mixing + "\"");
-  if (!one_of(o.norm, {"none", "layernorm", "l2"})) bad(c, "norm", "expected none, layernorm or l2, got \"" + o.norm + "\"");
-  if (!one_of(o.combine, {"sum", "last"})) bad(c, "combine", "expected sum or last, got \"" + o.combine + "\"");
+  if (o.degree < 1 || o.degree > 8) c.invalid("degree", "expected 1..8, got " + std::to_string(o.degree));
+  if (o.kernel < 1 || o.kernel % 2 == 0) c.invalid("kernel", "expected an odd size >= 1, got " + std::to_string(o.kernel));
+  if (!one_of(o.mixing, {"auto", "conv2d", "conv1d"})) c.invalid("mixing", "expected auto, conv2d or conv1d, got \"" + o.mixing + "\"");
+  if (!one_of(o.norm, {"none", "layernorm", "l2"})) c.invalid("norm", "expected none, layernorm or l2, got \"" + o.norm + "\"");
+  if (!one_of(o.combine, {"sum", "last"})) c.invalid("combine", "expected sum or last, got \"" + o.combine + "\"");
   if (!one_of(o.prefix_mixing, {"mean", "pointwise"}))
-    bad(c, "prefix_mixing", "expected mean or pointwise, got \"" + o.prefix_mixing + "\"");
+    c.invalid("prefix_mixing", "expected mean or pointwise, got \"" + o.prefix_mixing + "\"");
   return o;
 }
 
 PADReImpl::PADReImpl(const AttentionShape& shape, const Config& options) : PADReImpl(shape, PADReOptions::from(options)) {
   if (opt_.mixing == "conv2d" && (shape.grid_h <= 0 || shape.grid_w <= 0))
-    throw ConfigError(options.source() + ": " + options.path_of("mixing") + ": conv2d needs the token grid, which this network does not give");
+    options.invalid("mixing", "conv2d needs the token grid, which this network does not give");
 }
 
 PADReImpl::PADReImpl(const AttentionShape& shape, const PADReOptions& options) : shape_(shape), opt_(options) {

@@ -8,10 +8,6 @@ namespace {
 const char* kLogits = "tosa/logits";  // [B, H, Q, N] pre-softmax logits of the feeding layer (detached)
 const char* kRows = "tosa/rows";      // [Q] their query rows (absent: all rows)
 
-[[noreturn]] void bad(const Config& c, const std::string& key, const std::string& why) {
-  throw ConfigError(c.source() + ": " + c.path_of(key) + ": " + why);
-}
-
 bool is_selective(const AttentionShape& s, const ToSAOptions& o, int64_t layer) {
   return layer >= 1 && layer < s.depth && layer >= o.start_layer && (layer - o.start_layer) % 2 == 0;
 }
@@ -30,15 +26,15 @@ ToSAOptions ToSAOptions::from(const Config& c) {
   Config sched = c.section("schedule");
   o.dense_steps = sched.get<int64_t>("dense_steps", o.dense_steps);
   o.selector_steps = sched.get<int64_t>("selector_steps", o.selector_steps);
-  if (!(o.keep_ratio > 0 && o.keep_ratio <= 1)) bad(c, "keep_ratio", "expected 0 < keep_ratio <= 1, got " + std::to_string(o.keep_ratio));
-  if (o.start_layer < 1) bad(c, "start_layer", "must be at least 1 (a selective layer reads the layer before it)");
-  if (o.queries < 0) bad(c, "queries", "must be >= 0 (0: all query rows)");
-  if (o.sel_weight < 0) bad(c, "sel_weight", "must be >= 0");
-  if (o.hidden < 1) bad(sel, "hidden", "must be at least 1");
-  if (o.kernel < 1 || o.kernel % 2 == 0) bad(sel, "kernel", "expected an odd size >= 1");
-  if (o.dense_steps < 0) bad(sched, "dense_steps", "must be >= 0");
-  if (o.selector_steps < 0) bad(sched, "selector_steps", "must be >= 0");
-  if (o.selector_steps > 0 && o.sel_weight == 0) bad(sched, "selector_steps", "the selector-only stage needs sel_weight > 0");
+  if (!(o.keep_ratio > 0 && o.keep_ratio <= 1)) c.invalid("keep_ratio", "expected 0 < keep_ratio <= 1, got " + std::to_string(o.keep_ratio));
+  if (o.start_layer < 1) c.invalid("start_layer", "must be at least 1 (a selective layer reads the layer before it)");
+  if (o.queries < 0) c.invalid("queries", "must be >= 0 (0: all query rows)");
+  if (o.sel_weight < 0) c.invalid("sel_weight", "must be >= 0");
+  if (o.hidden < 1) sel.invalid("hidden", "must be at least 1");
+  if (o.kernel < 1 || o.kernel % 2 == 0) sel.invalid("kernel", "expected an odd size >= 1");
+  if (o.dense_steps < 0) sched.invalid("dense_steps", "must be >= 0");
+  if (o.selector_steps < 0) sched.invalid("selector_steps", "must be >= 0");
+  if (o.selector_steps > 0 && o.sel_weight == 0) sched.invalid("selector_steps", "the selector-only stage needs sel_weight > 0");
   return o;
 }
 
