@@ -7,6 +7,9 @@ set(EDGEFORGE_DEPS_PREFIX "" CACHE PATH "Prefix made by scripts/bundle-deps.sh (
 if(EDGEFORGE_DEPS_PREFIX)
   list(PREPEND CMAKE_PREFIX_PATH ${EDGEFORGE_DEPS_PREFIX})
   set(Protobuf_PROTOC_EXECUTABLE ${EDGEFORGE_DEPS_PREFIX}/bin/protoc CACHE FILEPATH "protoc from the bundle")
+  # Debian keeps some configuration headers (jconfig.h, ...) in a multiarch folder; the bundle's
+  # copies must win over the host's, whose library versions differ.
+  include_directories(BEFORE SYSTEM ${EDGEFORGE_DEPS_PREFIX}/include/x86_64-linux-gnu)
 endif()
 
 # --- LibTorch ------------------------------------------------------------------------------------
