@@ -32,6 +32,12 @@ if(EDGEFORGE_CUDA STREQUAL "OFF")
   set(USE_CUDA OFF)
   set(CAFFE2_USE_CUDNN OFF)
 endif()
+# Torch's CMake adds nvcc -gencode flags for TORCH_CUDA_ARCH_LIST; without one it detects the GPU,
+# and on a machine without a GPU falls back to a list that CUDA 13 no longer supports (sm_50).
+# Default: Ampere and Hopper data-centre GPUs; set TORCH_CUDA_ARCH_LIST for others.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0" CACHE STRING "CUDA architectures of EdgeForge's kernels")
+endif()
 find_package(Torch REQUIRED)
 find_package(fmt REQUIRED)
 # The torch wheel ships its own, newer {fmt} headers in its include folder, which would shadow the

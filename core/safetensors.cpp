@@ -105,6 +105,7 @@ TensorMap module_state(const torch::nn::Module& module) {
 
 void load_module_state(torch::nn::Module& module, const TensorMap& state, const std::string& source) {
   torch::NoGradGuard no_grad;
+  if (auto* adapting = dynamic_cast<ShapeAdaptingModule*>(&module)) adapting->adopt_shapes(state);
   TensorMap mine = module_state(module);
   for (const auto& [name, t] : mine) {
     auto it = state.find(name);

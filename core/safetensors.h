@@ -25,4 +25,12 @@ TensorMap module_state(const torch::nn::Module& module);
 // that names the key and both shapes, and `source` (a file name).
 void load_module_state(torch::nn::Module& module, const TensorMap& state, const std::string& source);
 
+// A module whose tensors change shape while it trains (a Gaussian scene grows and shrinks): before
+// its state is loaded, load_module_state lets it re-create its tensors with the stored shapes.
+class ShapeAdaptingModule {
+ public:
+  virtual ~ShapeAdaptingModule() = default;
+  virtual void adopt_shapes(const TensorMap& state) = 0;
+};
+
 }  // namespace ef
