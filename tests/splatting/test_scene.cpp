@@ -11,7 +11,9 @@
 #include "core/config.h"
 #include "core/hdf5_file.h"
 #include "core/image_io.h"
+#include "splatting/colmap.h"
 #include "splatting/dataset.h"
+#include "splatting/scene_gen.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -244,5 +246,57 @@ TEST_CASE("splat-scene: generated through the CLI and read by the COLMAP loader"
     CHECK(fs::exists(c / "generator.json"));
     CHECK(load_scene(data(10)).test.size() == 2);
     CHECK_THAT(error_of([&] { load_scene(data(11)); }), Catch::Contains("was generated with"));
+  }
+}
+
+TEST_CASE("colmap loader: shipped images_N folders and bad input", "[splatting][colmap]") {
+  ef::test::ScratchDir dir("colmap-loader");
+  const fs::path root = dir.path / "s";
+  SplatSceneParams p;
+  p.views = 4, p.size = 50, p.points = 8;
+  generate_splat_scene(p, root);
+  auto load = [&](nlohmann::json extra) {
+    extra["path"] = root.string();
+    return load_scene(ef::Config::from_json(extra));
+  };
+  const SceneData full = load({{"test_every", 0}});
+  const Camera& c = full.train[1].camera;
+
+  SECTION("images_4 shipped with rounded sizes: cameras scale by the realised ratio") {
+    fs::create_directories(root / "images_4");
+    for (const auto& v : full.train)
+      ef::write_png(root / "images_4" / v.camera.name, ef::to_uint8_hwc(resize_image(v.image, 13, 13).permute({2, 0, 1})));
+    const SceneData s = load({{"images", "images_4"}, {"test_every", 0}});
+    const Camera& q = s.train[1].camera;
+    CHECK(q.width == 13);
+    CHECK(q.fx == Approx(c.fx * 13 / 50));
+    CHECK(q.cy == Approx(c.cy * 13 / 50));
+    CHECK(torch::equal(q.world_to_camera, c.world_to_camera));
+    CHECK(s.train[1].depth.sizes() == c10::IntArrayRef{13, 13});
+  }
+  SECTION("a distorted camera model is refused before any image is read") {
+    ColmapModel m = read_colmap_model(root / "sparse" / "0");
+    m.cameras[1].model = static_cast<int32_t>(ColmapModelId::OpenCV);
+    m.cameras[1].params = {c.fx, c.fy, c.cx, c.cy, 0.05, 0, 0, 0};
+    write_colmap_model(root / "sparse" / "0", m, ColmapEncoding::Binary);
+    const std::string msg = error_of([&] { load({}); });
+    CHECK_THAT(msg, Catch::Contains("OPENCV") && Catch::Contains("image_undistorter") && Catch::Contains("cameras.bin"));
+  }
+  SECTION("an image that does not decode is named") {
+    ef::write_file_atomically(root / "images" / "view_002.png", "not an image at all");
+    CHECK_THAT(error_of([&] { load({}); }), Catch::Contains("view_002.png"));
+  }
+  SECTION("a missing image and a missing folder are named") {
+    fs::remove(root / "images" / "view_003.png");
+    CHECK_THAT(error_of([&] { load({}); }), Catch::Contains("view_003.png"));
+    fs::remove_all(root / "images");
+    CHECK_THAT(error_of([&] { load({}); }), Catch::Contains("image folder not found"));
+  }
+  SECTION("text models load the same scene") {
+    write_colmap_model(root / "sparse" / "0", read_colmap_model(root / "sparse" / "0"), ColmapEncoding::Text);
+    for (const char* f : {"cameras.bin", "images.bin", "points3D.bin"}) fs::remove(root / "sparse" / "0" / f);
+    const SceneData t = load({{"test_every", 0}});
+    CHECK(torch::equal(t.train[1].camera.world_to_camera, c.world_to_camera));
+    CHECK(torch::equal(t.points, full.points));
   }
 }
