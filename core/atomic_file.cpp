@@ -48,6 +48,37 @@ void write_atomically_via(const fs::path& path, const std::function<void(const f
   }
 }
 
+void write_folder_atomically(const fs::path& path_in, const std::function<void(const fs::path&)>& fill) {
+  const fs::path path = path_in.has_filename() ? path_in : path_in.parent_path();  // "out/" names "out"
+  const fs::path parent = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  fs::create_directories(parent);
+  const fs::path tmp = temporary_for(path);
+  std::error_code ec;
+  try {
+    fs::create_directory(tmp);
+    fill(tmp);
+    for (const auto& entry : fs::recursive_directory_iterator(tmp))
+      if (entry.is_regular_file() || entry.is_directory()) fsync_path(entry.path());
+    fsync_path(tmp);
+    if (fs::exists(path)) {
+      // rename(2) cannot replace a non-empty folder: move the old one aside first, drop it after.
+      const fs::path old = temporary_for(path);
+      if (std::rename(path.c_str(), old.c_str()) != 0) fail("cannot move aside", path);
+      if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::rename(old.c_str(), path.c_str());
+        fail("cannot rename onto", path);
+      }
+      fs::remove_all(old, ec);
+    } else if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      fail("cannot rename onto", path);
+    }
+    fsync_path(parent);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
 void write_file_atomically(const fs::path& path, const std::string& bytes) {
   write_atomically_via(path, [&](const fs::path& tmp) {
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

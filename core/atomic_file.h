@@ -13,6 +13,13 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
 // fsync'ed and renamed. If `fill` throws, the temporary is removed and the exception propagates.
 void write_atomically_via(const std::filesystem::path& path, const std::function<void(const std::filesystem::path& tmp)>& fill);
 
+// For outputs that are folders (a generated scene: images, a model, ground truth): `fill` writes
+// everything into an empty temporary folder beside `path`; then every file in it is fsync'ed and it
+// is renamed onto `path` (an existing folder there is replaced). If `fill` throws, the temporary
+// folder is removed: a reader never finds a half-written folder at `path`.
+void write_folder_atomically(const std::filesystem::path& path,
+                             const std::function<void(const std::filesystem::path& tmp_dir)>& fill);
+
 void fsync_path(const std::filesystem::path& path);  // file or directory
 std::string read_file(const std::filesystem::path& path);  // throws naming the path
 

@@ -1,5 +1,6 @@
 #include "core/data_gen.h"
 
+#include "core/atomic_file.h"
 #include "core/hdf5_file.h"
 
 namespace ef {
@@ -9,6 +10,20 @@ namespace fs = std::filesystem;
 DataGenRegistry& data_generators() {
   static DataGenRegistry registry("data generator");
   return registry;
+}
+
+nlohmann::json stored_generator_params(const fs::path& dataset) {
+  if (fs::is_directory(dataset)) {
+    const fs::path meta = dataset / "generator.json";
+    if (!fs::exists(meta)) return nullptr;
+    try {
+      return nlohmann::json::parse(read_file(meta)).value("params", nlohmann::json());
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(meta.string() + ": not valid JSON: " + e.what());
+    }
+  }
+  H5File f(dataset, H5File::Mode::Read);
+  return f.has_attr("params") ? nlohmann::json::parse(f.attr_string("params")) : nlohmann::json();
 }
 
 fs::path prepare_dataset(const Config& data, const std::string& kind) {
@@ -21,10 +36,10 @@ fs::path prepare_dataset(const Config& data, const std::string& kind) {
   if (fs::exists(path)) {
     if (!can_generate) return path;
     const nlohmann::json want = generator->resolved_params(data.section("generate"));
-    H5File f(path, H5File::Mode::Read);
-    if (f.has_attr("params") && nlohmann::json::parse(f.attr_string("params")) != want)
-      throw ConfigError(path.string() + " was generated with " + f.attr_string("params") + ", but " + data.path_of("generate") +
-                        " asks for " + want.dump() + "; remove the file or choose another " + data.path_of("path"));
+    const nlohmann::json stored = stored_generator_params(path);
+    if (!stored.is_null() && stored != want)
+      throw ConfigError(path.string() + " was generated with " + stored.dump() + ", but " + data.path_of("generate") +
+                        " asks for " + want.dump() + "; remove it or choose another " + data.path_of("path"));
     return path;
   }
   if (!can_generate)

@@ -14,10 +14,13 @@ class DataGenerator {
   virtual ~DataGenerator() = default;
   virtual std::string default_path() const = 0;  // "data/shapes.h5"
   // Reads its parameters from `params` (unknown keys are rejected by the caller) and writes `out`
-  // atomically.
+  // atomically. `out` is one HDF5 file, or a folder (write_folder_atomically) holding a
+  // `generator.json` {"generator", "schema_version", "params"} for datasets that other tools read as
+  // folders (a COLMAP scene).
   virtual void generate(const Config& params, const std::filesystem::path& out) = 0;
   // The parameters `params` resolve to (defaults filled in), as stored in the file's "params"
-  // attribute: what decides whether an existing file is the dataset asked for.
+  // attribute (a folder's generator.json "params"): what decides whether an existing dataset is the
+  // one asked for.
   virtual nlohmann::json resolved_params(const Config& params) const = 0;
 };
 
@@ -29,5 +32,9 @@ DataGenRegistry& data_generators();
 // and refuses an existing file made with other parameters (it would silently be another dataset).
 // Returns the path.
 std::filesystem::path prepare_dataset(const Config& data, const std::string& kind);
+
+// The generator parameters a dataset records (HDF5 file: the "params" attribute; folder: "params" of
+// its generator.json); null when it records none.
+nlohmann::json stored_generator_params(const std::filesystem::path& dataset);
 
 }  // namespace ef

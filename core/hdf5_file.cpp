@@ -331,7 +331,9 @@ hid_t open_for_reading(const std::filesystem::path& path) {
 
 hid_t create_file(const std::filesystem::path& path) {
   const Handle fapl = file_access_plist();
-  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  H5Pset_obj_track_times(fcpl.get(), 0);  // the root group, like datasets, without timestamps
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (file < 0) fail(path, "cannot create HDF5 file");
   return file;
 }
@@ -405,7 +407,11 @@ void H5File::write(const std::string& name, const torch::Tensor& t) {
                H5Sclose);
   Handle link_props(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(link_props.get(), 1);
-  Handle dataset(H5Dcreate2(file, name.c_str(), mem_type, space.get(), link_props.get(), H5P_DEFAULT, H5P_DEFAULT),
+  // Without timestamps in the object headers, the same data written the same way gives the same
+  // file bytes (intermediate groups still carry theirs).
+  Handle create_props(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  H5Pset_obj_track_times(create_props.get(), 0);
+  Handle dataset(H5Dcreate2(file, name.c_str(), mem_type, space.get(), link_props.get(), create_props.get(), H5P_DEFAULT),
                  H5Dclose);
   if (!dataset.ok()) fail(path_, "cannot create dataset " + in_quotes(name));
   if (data.numel() > 0 && H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) < 0) {

@@ -5,10 +5,14 @@
 namespace ef::splat {
 
 Camera Camera::scaled(double factor) const {
-  Camera c = *this;
-  c.width = static_cast<int64_t>(std::lround(width * factor));
-  c.height = static_cast<int64_t>(std::lround(height * factor));
   // scale by the realised size ratio, so that rounding of odd sizes keeps the image-edge mapping
+  return resized(static_cast<int64_t>(std::lround(width * factor)), static_cast<int64_t>(std::lround(height * factor)));
+}
+
+Camera Camera::resized(int64_t new_width, int64_t new_height) const {
+  Camera c = *this;
+  c.width = new_width;
+  c.height = new_height;
   const double sx = double(c.width) / width, sy = double(c.height) / height;
   c.fx *= sx;
   c.cx *= sx;

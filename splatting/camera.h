@@ -18,6 +18,9 @@ struct Camera {
   torch::Tensor center() const { return -torch::matmul(rotation().t(), translation()); }      // [3] world
   // The same camera for an image resized by `factor` (0.5 for images_2): intrinsics scale with it.
   Camera scaled(double factor) const;
+  // The same camera for an image resized to exactly width x height: intrinsics scale by the realised
+  // ratio on each axis (what a shipped images_N folder whose sizes were rounded needs).
+  Camera resized(int64_t new_width, int64_t new_height) const;
   // Looks from `eye` at `target` (world), `up` roughly the world's up direction.
   static Camera look_at(const torch::Tensor& eye, const torch::Tensor& target, const torch::Tensor& up, int64_t width,
                         int64_t height, double fov_x_radians, std::string name = "");
