@@ -7,6 +7,7 @@
 #include "core/device.h"
 #include "core/recipe.h"
 #include "models/attention/attention.h"
+#include "splatting/renderer.h"
 
 namespace ef::cli {
 
@@ -19,11 +20,12 @@ void print_registry(const R& registry) {
 }  // namespace
 
 void add_list_and_info(CLI::App& app, Action& action) {
-  auto* list = app.add_subcommand("list", "List the registered recipes, attention kinds and data generators");
+  auto* list = app.add_subcommand("list", "List the registered recipes, attention kinds, splat renderers and data generators");
   list->callback([&action] {
     action = [] {
       print_registry(recipes());
       print_registry(attention_kinds());
+      print_registry(splat::renderers());
       print_registry(data_generators());
       return kOk;
     };
