@@ -29,6 +29,12 @@ if(EDGEFORGE_CUDA STREQUAL "OFF")
   set(USE_CUDA OFF)
   set(CAFFE2_USE_CUDNN OFF)
 endif()
+# Torch's config turns TORCH_CUDA_ARCH_LIST into nvcc's -gencode flags; unset, it uses the GPUs it
+# sees, and with none (a build machine) a "common" list starting at sm_50, which CUDA 13's nvcc
+# rejects. Pin Turing..Hopper (+PTX for newer chips), which CUDA 12 and 13 both compile.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "7.5;8.0;8.6;8.9;9.0+PTX" CACHE STRING "CUDA architectures of the CUDA_SOURCES (torch's syntax)")
+endif()
 find_package(Torch REQUIRED)
 find_package(fmt REQUIRED)
 # The torch wheel ships its own, newer {fmt} headers in its include folder, which would shadow the
