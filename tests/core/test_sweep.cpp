@@ -57,7 +57,7 @@ TEST_CASE("sweep: bad files give clear errors", "[sweep]") {
   REQUIRE_THROWS_WITH(ef::load_sweep(dir.path / "u.json", {}), Catch::Matchers::Contains("did you mean 'metrics'"));
 }
 
-TEST_CASE("sweep: the summary shows each point's change relative to its baseline", "[sweep][flow]") {
+TEST_CASE("sweep: the summary shows the change of each point relative to its baseline", "[sweep][flow]") {
   ef::test::ScratchDir dir("flow-sweep");
   ef::write_file_atomically(dir.path / "base.json", R"({"recipe": "flow"})");
   ef::write_file_atomically(dir.path / "s.json", R"({

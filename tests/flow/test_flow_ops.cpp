@@ -38,7 +38,7 @@ bool have_cuda() {
 
 }  // namespace
 
-TEST_CASE("flow corr: lookup matches RAFT's grid_sample lookup in values and gradients", "[flow]") {
+TEST_CASE("flow corr: lookup matches the grid_sample lookup of RAFT in values and gradients", "[flow]") {
   torch::manual_seed(0);
   const int64_t B = 2, H = 3, W = 4, h = 5, w = 6;
   for (int64_t r : {1, 3}) {
@@ -147,7 +147,7 @@ TEST_CASE("flow sci: warping and the SCI map on constructed cases", "[flow]") {
   CHECK_FALSE(sci_map(f, f2, fl, sigma2, true).requires_grad());
 }
 
-TEST_CASE("flow models: RAFT-S parameter count, SCI's one extra channel, shapes of both models", "[flow]") {
+TEST_CASE("flow models: RAFT-S parameter count and the one SCI input channel and the shapes of both models", "[flow]") {
   FlowModelOptions o;  // raft-small defaults
   FlowNet base(o, SciOptions{});
   CHECK(count_parameters(*base) == 990162);  // RAFT-S as published
