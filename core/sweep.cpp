@@ -95,6 +95,7 @@ SweepSpec load_sweep(const fs::path& file, const std::vector<std::string>& extra
         assignment.emplace_back(k, v);
       }
       p.name = item.contains("name") ? safe_name(item.at("name").get<std::string>()) : point_name(assignment);
+      if (item.contains("baseline")) p.baseline = safe_name(item.at("baseline").get<std::string>());
       s.points.push_back(std::move(p));
     }
   }
@@ -102,7 +103,11 @@ SweepSpec load_sweep(const fs::path& file, const std::vector<std::string>& extra
   std::set<std::string> seen;
   for (const auto& p : s.points)
     if (!seen.insert(p.name).second) throw ConfigError(file.string() + ": two sweep points are both named '" + p.name + "'");
+  for (const auto& p : s.points)
+    if (!p.baseline.empty() && !seen.count(p.baseline))
+      throw ConfigError(file.string() + ": point '" + p.name + "' names baseline '" + p.baseline + "', which is not a point of the sweep");
   s.metrics = c.get<std::vector<std::string>>("metrics", {"eval/loss"});
+  s.relative = c.get<std::vector<std::string>>("relative", {});
   std::string sort = c.get<std::string>("sort", s.metrics.front());
   s.descending = !sort.empty() && sort[0] == '-';
   s.sort_by = s.descending ? sort.substr(1) : sort;
@@ -201,15 +206,29 @@ void write_summary(const SweepSpec& spec, std::vector<SweepRow> rows) {
     auto it = r.metrics.find(m);
     return it == r.metrics.end() ? std::string("") : fmt::format("{:.6g}", it->second);
   };
+  // change relative to each point's baseline, in percent of the baseline's value
+  std::map<std::string, const SweepRow*> by_name;
+  for (const auto& r : rows) by_name[r.point] = &r;
+  std::map<std::string, std::string> baseline_of;
+  for (const auto& p : spec.points) baseline_of[p.name] = p.baseline;
+  auto fmt_change = [&](const SweepRow& r, const std::string& m) {
+    const std::string& base = baseline_of[r.point];
+    if (base.empty() || !by_name.count(base)) return std::string("");
+    auto v = r.metrics.find(m), b = by_name[base]->metrics.find(m);
+    if (v == r.metrics.end() || b == by_name[base]->metrics.end() || b->second == 0) return std::string("");
+    return fmt::format("{:+.1f}%", 100.0 * (v->second - b->second) / std::abs(b->second));
+  };
   std::string csv = "point,finished";
   for (const auto& k : keys) csv += "," + k;
   for (const auto& m : spec.metrics) csv += "," + m;
+  for (const auto& m : spec.relative) csv += ",change " + m;
   csv += "\n";
   std::string md = "| point | " ;
   for (const auto& k : keys) md += k + " | ";
   for (const auto& m : spec.metrics) md += m + " | ";
+  for (const auto& m : spec.relative) md += "change " + m + " | ";
   md += "\n|---|";
-  for (size_t i = 0; i < keys.size() + spec.metrics.size(); ++i) md += "---|";
+  for (size_t i = 0; i < keys.size() + spec.metrics.size() + spec.relative.size(); ++i) md += "---|";
   md += "\n";
   auto csv_cell = [](std::string s) {
     if (s.find_first_of(",\"") == std::string::npos) return s;
@@ -229,6 +248,10 @@ void write_summary(const SweepSpec& spec, std::vector<SweepRow> rows) {
     for (const auto& m : spec.metrics) {
       csv += "," + fmt_metric(r, m);
       md += fmt_metric(r, m) + " | ";
+    }
+    for (const auto& m : spec.relative) {
+      csv += "," + fmt_change(r, m);
+      md += fmt_change(r, m) + " | ";
     }
     csv += "\n";
     md += "\n";

@@ -8,8 +8,10 @@
 //   "out": "runs/sweeps/lr",                        // default: runs/sweeps/<file stem>
 //   "set": {"train.steps": 300},                    // overrides for every point
 //   "grid": {"optim.lr": [1e-3, 3e-4], "seed": [0, 1]},
-//   "list": [{"name": "no-decay", "set": {"optim.weight_decay": 0}}],
+//   "list": [{"name": "no-decay", "set": {"optim.weight_decay": 0}, "baseline": "base"}],
 //   "metrics": ["eval/acc", "train/steps_per_sec"], // summary columns
+//   "relative": ["eval/acc"],                       // + one "change %" column each: 100 (v - v_baseline) / |v_baseline|
+//                                                   //   against the point a list item names as its "baseline"
 //   "sort": "-eval/acc"                             // '-' = descending
 // }
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@ namespace ef {
 struct SweepPoint {
   std::string name;
   std::vector<std::string> overrides;  // "key=<json>"
+  std::string baseline;                // point the summary's change columns compare with ("": none)
 };
 
 struct SweepSpec {
@@ -31,6 +34,7 @@ struct SweepSpec {
   std::vector<std::string> common;  // applied to every point, before the point's own
   std::vector<SweepPoint> points;
   std::vector<std::string> metrics;
+  std::vector<std::string> relative;  // metrics that get a change-vs-baseline column
   std::string sort_by;
   bool descending = false;
 };

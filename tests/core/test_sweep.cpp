@@ -56,3 +56,21 @@ TEST_CASE("sweep: bad files give clear errors", "[sweep]") {
   ef::write_file_atomically(dir.path / "u.json", R"({"base": "base.json", "metrix": ["x"]})");
   REQUIRE_THROWS_WITH(ef::load_sweep(dir.path / "u.json", {}), Catch::Matchers::Contains("did you mean 'metrics'"));
 }
+
+TEST_CASE("sweep: the summary shows the change of each point relative to its baseline", "[sweep][flow]") {
+  ef::test::ScratchDir dir("flow-sweep");
+  ef::write_file_atomically(dir.path / "base.json", R"({"recipe": "flow"})");
+  ef::write_file_atomically(dir.path / "s.json", R"({
+    "base": "base.json", "out": ")" + (dir.path / "out").string() + R"(",
+    "list": [{"name": "base", "set": {"flow.sci": false}}, {"name": "sci", "set": {"flow.sci": true}, "baseline": "base"}],
+    "metrics": ["eval/epe"], "relative": ["eval/epe"]})");
+  ef::SweepSpec spec = ef::load_sweep(dir.path / "s.json", {});
+  ef::write_file_atomically(spec.out / "base" / "final.json", R"({"step": 5, "metrics": {"eval/epe": 2.0}})");
+  ef::write_file_atomically(spec.out / "sci" / "final.json", R"({"step": 5, "metrics": {"eval/epe": 1.5}})");
+  ef::write_summary(spec, ef::collect_rows(spec));
+  std::string csv = ef::read_file(spec.out / "summary.csv");
+  CHECK(csv.find("point,finished,flow.sci,eval/epe,change eval/epe") == 0);
+  CHECK(csv.find("sci,yes,true,1.5,-25.0%") != std::string::npos);
+  ef::write_file_atomically(dir.path / "bad.json", R"({"base": "base.json", "list": [{"name": "a", "baseline": "nope"}]})");
+  CHECK_THROWS_WITH(ef::load_sweep(dir.path / "bad.json", {}), Catch::Contains("baseline 'nope'"));
+}
