@@ -61,6 +61,10 @@ file(GLOB _nvidia_wheel_libs "${TORCH_INSTALL_PREFIX}/../nvidia/*/lib" "${TORCH_
 foreach(_dir ${_nvidia_wheel_libs})
   target_link_options(edgeforge::torch INTERFACE "LINKER:-rpath-link,${_dir}")
 endforeach()
+# Some torch wheels export their own copies of libstdc++ functions (std::filesystem::remove_all
+# among them), built against another libstdc++; symbol lookup follows the order of the needed
+# libraries, so libstdc++ is put first and every std:: call binds to the C++ runtime itself.
+target_link_options(edgeforge::torch INTERFACE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 string(REPLACE " " ";" _torch_flags "${TORCH_CXX_FLAGS}")
 target_compile_options(edgeforge::torch INTERFACE ${_torch_flags})
 message(STATUS "EdgeForge: LibTorch ${Torch_VERSION} from ${TORCH_INSTALL_PREFIX}")

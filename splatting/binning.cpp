@@ -33,6 +33,7 @@ TileBins bin_gaussians(const torch::Tensor& means2d, const torch::Tensor& radii,
   auto tile_id = ty * grid.tiles_x() + tx;
 
   TileBins bins;
+  if (time_sort && dev.is_cuda()) tile_id.cpu();  // let the queued work finish: time the sort alone
   auto t0 = std::chrono::steady_clock::now();
   torch::Tensor order;
   if (depth_sorted) {

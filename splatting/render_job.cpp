@@ -108,7 +108,7 @@ RenderReport run_render_job(const RenderJob& job) {
     auto img = renderer->render(scene, cam, rs).image.clamp(0, 1).cpu();
     if (target.defined()) psnr_sum += psnr(img, target.cpu()).item<double>();
     fs::path name = fs::path(cam.name.empty() ? "frame_" + std::to_string(report.frames) : cam.name).filename();
-    write_png(out / name.replace_extension(".png"), to_uint8_hwc(img));
+    write_png(out / name.replace_extension(".png"), to_uint8_hwc(img.permute({2, 0, 1})));
     ++report.frames;
   };
   for (const auto* v : views) frame(v->camera, v->image);

@@ -136,7 +136,7 @@ class SplatRecipe : public Recipe {
     const auto& views = scene_data_.test.empty() ? scene_data_.train : scene_data_.test;
     auto img = render_view(views.front().camera).clamp(0, 1);
     auto pair = torch::cat({img, views.front().image}, 1).cpu();  // render | ground truth
-    write_png(dir / ("view_step_" + std::to_string(step) + ".png"), to_uint8_hwc(pair));
+    write_png(dir / ("view_step_" + std::to_string(step) + ".png"), to_uint8_hwc(pair.permute({2, 0, 1})));
     write_ply(dir / "point_cloud.ply", cpu_params());
   }
 

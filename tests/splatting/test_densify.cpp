@@ -62,17 +62,21 @@ TEST_CASE("splat: densification clones small and splits large hot Gaussians and 
   Densifier d(opt, /*extent=*/1.0);
   // hot: Gaussians 0 (small) and 2 (large); cold: 1 (small) and 3 (large, transparent)
   d.observe(fake_render({1e-3f, 1e-5f, 1e-3f, 1e-5f}), tiny_camera());
+  GaussianParams before = scene->params();
+  for (auto& [name, t] : before.fields()) *t = t->detach().clone();
   const int64_t delta = d.maybe_apply(1, scene, adam, 0);
   // +1 clone, +2 split children -1 split parent, -1 pruned  => 4 + 1 = 5
   CHECK(delta == 1);
   REQUIRE(scene->size() == 5);
   auto& p = scene->params();
   // kept in order: 0, 1, then the clone of 0, then two children of 2 (scale / 1.6)
-  CHECK(torch::allclose(p.means.slice(0, 0, 2), four_gaussians().means.slice(0, 0, 2)));
-  CHECK(torch::allclose(p.means[2], four_gaussians().means[0]));
-  CHECK(torch::allclose(torch::exp(p.scales.slice(0, 3, 5)), torch::full({2, 3}, 0.05f / 1.6f), 1e-5));
+  CHECK(torch::equal(p.means.slice(0, 0, 2), before.means.slice(0, 0, 2)));
+  CHECK(torch::equal(p.means[2], before.means[0]));
+  CHECK(torch::equal(p.sh[2], before.sh[0]));
+  CHECK(torch::allclose(torch::exp(p.scales.slice(0, 3, 5)), (torch::exp(before.scales[2]) / 1.6).expand({2, 3}), 1e-5));
+  CHECK(torch::equal(p.quats.slice(0, 3, 5), before.quats[2].expand({2, 4})));
   // children lie around their parent, within a few of its standard deviations
-  CHECK(((p.means.slice(0, 3, 5) - four_gaussians().means[2]).abs() < 0.25).all().item<bool>());
+  CHECK(((p.means.slice(0, 3, 5) - before.means[2]).abs() < 0.25).all().item<bool>());
   // the parameters registered in the module are the resized tensors
   CHECK(scene->named_parameters()["means"].size(0) == 5);
   // moments: kept rows keep theirs, new rows start at zero
