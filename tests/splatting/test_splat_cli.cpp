@@ -22,7 +22,7 @@ namespace {
 std::string tiny_sets(const fs::path& data, int64_t steps) {
   std::string s;
   for (const std::string& kv :
-       {"data.path=" + nlohmann::json(data.string()).dump(), std::string("data.generate.views=16"), std::string("data.generate.size=32"),
+       {"data.path=" + nlohmann::json(data.string()).dump(), std::string("threads=1"), std::string("data.generate.views=16"), std::string("data.generate.size=32"),
         std::string("data.generate.points=600"), "train.steps=" + std::to_string(steps), std::string("train.log_every=25"),
         std::string("train.eval_every=0"), std::string("train.ckpt_every=0"), std::string("train.tensorboard=false"),
         std::string("densify.start=50"), std::string("densify.every=50"), std::string("densify.stop=250"),
