@@ -5,6 +5,9 @@
 #include <ATen/Parallel.h>
 
 #include <array>
+#include <cmath>
+#include <limits>
+#include <vector>
 
 #include "splatting/rasterize_kernels.h"
 #include "splatting/splat_math.h"
@@ -42,6 +45,17 @@ void check_inputs(const torch::Tensor& means2d, const torch::Tensor& conics, con
   TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == torch::kInt32, "rasterize: gaussian_ids must be int32 [M]");
 }
 
+// Per Gaussian, the power below which its weight w·exp(power) falls under kMinAlpha, minus a margin:
+// most (pixel, splat) pairs of a tile lie far outside the splat, and this skips their exp(). The
+// exact test after exp() still decides, so results are unchanged.
+template <typename T>
+std::vector<T> skip_below(const T* weight, int64_t n) {
+  std::vector<T> out(n);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = weight[i] > 0 ? std::log(T(kMinAlpha) / weight[i]) - T(1e-3) : std::numeric_limits<T>::infinity();
+  return out;
+}
+
 }  // namespace
 
 AlphaFwdResult alpha_fwd_cpu(const torch::Tensor& means2d_, const torch::Tensor& conics_, const torch::Tensor& colors_,
@@ -62,6 +76,7 @@ AlphaFwdResult alpha_fwd_cpu(const torch::Tensor& means2d_, const torch::Tensor&
     const int32_t *rng = ranges.data_ptr<int32_t>(), *id = ids.data_ptr<int32_t>();
     T *img = image.data_ptr<T>(), *fT = final_T.data_ptr<T>();
     int32_t* nc = n_contrib.data_ptr<int32_t>();
+    const auto cutoff = skip_below(op, means2d.size(0));
     at::parallel_for(0, ranges.size(0), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         walk.pixels(t, rng, [&](int64_t px, int64_t py, int32_t start, int32_t end) {
@@ -71,7 +86,7 @@ AlphaFwdResult alpha_fwd_cpu(const torch::Tensor& means2d_, const torch::Tensor&
           for (int32_t k = start; k < end; ++k) {
             const int32_t g = id[k];
             auto s = splat_at<T>(mean + 2 * g, con + 3 * g, T(px) + T(0.5), T(py) + T(0.5));
-            if (s.power > 0) continue;
+            if (s.power > 0 || s.power < cutoff[g]) continue;
             const T alpha = std::min(T(kMaxAlpha), op[g] * std::exp(s.power));
             if (alpha < T(kMinAlpha)) continue;
             const T next = trans * (1 - alpha);
@@ -106,6 +121,7 @@ Grads4 alpha_bwd_cpu(const torch::Tensor& means2d_, const torch::Tensor& conics_
             *bg = background.data_ptr<T>(), *fT = final_T.data_ptr<T>(), *gimg = grad_image.data_ptr<T>();
     const int32_t *rng = ranges.data_ptr<int32_t>(), *id = ids.data_ptr<int32_t>(), *nc = n_contrib.data_ptr<int32_t>();
     T* eg = entry_grads.data_ptr<T>();
+    const auto cutoff = skip_below(op, means2d.size(0));
     at::parallel_for(0, ranges.size(0), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         walk.pixels(t, rng, [&](int64_t px, int64_t py, int32_t start, int32_t) {
@@ -118,7 +134,7 @@ Grads4 alpha_bwd_cpu(const torch::Tensor& means2d_, const torch::Tensor& conics_
           for (int32_t k = start + nc[p] - 1; k >= start; --k) {
             const int32_t g = id[k];
             auto s = splat_at<T>(mean + 2 * g, con + 3 * g, T(px) + T(0.5), T(py) + T(0.5));
-            if (s.power > 0) continue;
+            if (s.power > 0 || s.power < cutoff[g]) continue;
             const T G = std::exp(s.power), raw = op[g] * G;
             const T alpha = std::min(T(kMaxAlpha), raw);
             if (alpha < T(kMinAlpha)) continue;
@@ -158,6 +174,7 @@ std::tuple<torch::Tensor, torch::Tensor> wsr_fwd_cpu(const torch::Tensor& means2
     const T *mean = means2d.data_ptr<T>(), *con = conics.data_ptr<T>(), *col = colors.data_ptr<T>(), *w = weights.data_ptr<T>();
     const int32_t *rng = ranges.data_ptr<int32_t>(), *id = ids.data_ptr<int32_t>();
     T *num = numer.data_ptr<T>(), *den = denom.data_ptr<T>();
+    const auto cutoff = skip_below(w, means2d.size(0));
     at::parallel_for(0, ranges.size(0), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         walk.pixels(t, rng, [&](int64_t px, int64_t py, int32_t start, int32_t end) {
@@ -166,7 +183,7 @@ std::tuple<torch::Tensor, torch::Tensor> wsr_fwd_cpu(const torch::Tensor& means2
           for (int32_t k = start; k < end; ++k) {
             const int32_t g = id[k];
             auto s = splat_at<T>(mean + 2 * g, con + 3 * g, T(px) + T(0.5), T(py) + T(0.5));
-            if (s.power > 0) continue;
+            if (s.power > 0 || s.power < cutoff[g]) continue;
             const T a = w[g] * std::exp(s.power);
             if (a < T(kMinAlpha)) continue;
             for (int64_t c = 0; c < C; ++c) acc[c] += a * col[g * C + c];
@@ -197,6 +214,7 @@ Grads4 wsr_bwd_cpu(const torch::Tensor& means2d_, const torch::Tensor& conics_, 
     const T *gnum = grad_numer.data_ptr<T>(), *gden = grad_denom.data_ptr<T>();
     const int32_t *rng = ranges.data_ptr<int32_t>(), *id = ids.data_ptr<int32_t>();
     T* eg = entry_grads.data_ptr<T>();
+    const auto cutoff = skip_below(w, means2d.size(0));
     at::parallel_for(0, ranges.size(0), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         walk.pixels(t, rng, [&](int64_t px, int64_t py, int32_t start, int32_t end) {
@@ -204,7 +222,7 @@ Grads4 wsr_bwd_cpu(const torch::Tensor& means2d_, const torch::Tensor& conics_, 
           for (int32_t k = start; k < end; ++k) {
             const int32_t g = id[k];
             auto s = splat_at<T>(mean + 2 * g, con + 3 * g, T(px) + T(0.5), T(py) + T(0.5));
-            if (s.power > 0) continue;
+            if (s.power > 0 || s.power < cutoff[g]) continue;
             const T G = std::exp(s.power), a = w[g] * G;
             if (a < T(kMinAlpha)) continue;
             T* e = eg + int64_t(k) * row;
