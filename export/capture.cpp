@@ -219,6 +219,11 @@ const std::map<std::string, Lower>& table() {
         throw std::runtime_error("export: string padding ('same'/'valid') in " + std::string(n->kind().toQualString()) + " is not supported");
       std::vector<int64_t> stride = L.int_list(in(n, 3)), pad = L.int_list(pad_v), dil = L.int_list(in(n, 5));
       const int64_t groups = L.i(in(n, full ? 8 : 6));
+      auto ws = Lowering::shape(in(n, 1));
+      std::vector<int64_t> kernel(ws.begin() + 2, ws.end());
+      // LibTorch accepts one value for all spatial dims (conv2d(..., 1, pad, 1, groups)); ONNX wants one per dim
+      for (auto* v : {&stride, &pad, &dil})
+        if (v->size() == 1 && kernel.size() > 1) v->assign(kernel.size(), v->front());
       auto w = L.param(in(n, 1));
       std::string wname = L.tensor(in(n, 1));
       if (w) L.out.weight_axes[wname] = 0;
@@ -226,8 +231,6 @@ const std::map<std::string, Lower>& table() {
       pads.insert(pads.end(), pad.begin(), pad.end());
       std::vector<std::string> ins = {L.tensor(in(n, 0)), wname};
       if (!L.is_none(in(n, 2))) ins.push_back(L.tensor(in(n, 2)));
-      auto ws = Lowering::shape(in(n, 1));
-      std::vector<int64_t> kernel(ws.begin() + 2, ws.end());
       L.bind(outv(n), L.emit("Conv", ins, {{"strides", Attr::of(stride)}, {"pads", Attr::of(pads)}, {"dilations", Attr::of(dil)},
                                            {"group", Attr::of(groups)}, {"kernel_shape", Attr::of(kernel)}}));
       return true;
@@ -600,6 +603,8 @@ Captured capture(const CaptureSpec& spec) {
   id.outputs = {spec.output_name};
   L.out.graph.nodes.push_back(id);
   L.out.graph.outputs.push_back({spec.output_name, to_dtype(reference.scalar_type(), "the output"), reference.sizes().vec()});
+  for (const auto& [name, _] : named)
+    if (L.out.graph.has_initializer(name)) L.out.parameters.insert(name);
   // a weight initializer the lowering replaced (transposed) is no longer a plain parameter
   for (auto it = L.out.weight_axes.begin(); it != L.out.weight_axes.end();)
     it = L.out.graph.has_initializer(it->first) ? std::next(it) : L.out.weight_axes.erase(it);

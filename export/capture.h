@@ -27,6 +27,8 @@ struct Captured {
   std::set<std::string> activation_points;
   // Weight initializers that get per-channel quantizers, with their channel axis.
   std::map<std::string, int64_t> weight_axes;
+  // Every initializer that holds a module parameter or buffer (the rest are lowering constants).
+  std::set<std::string> parameters;
   std::string aten_graph;  // the traced graph, for diagnostics
 };
 

@@ -10,6 +10,7 @@ namespace ef::exporter {
 namespace {
 
 constexpr int64_t kSamplesPerTensor = 1 << 18;  // values an observer keeps per activation point
+constexpr int64_t kMinQuantizedParam = 256;      // smaller parameters (biases, norms) stay float
 
 struct Observer {
   double min = INFINITY, max = -INFINITY;
@@ -129,6 +130,24 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
     const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
     for (int64_t c = 0; c < scale.numel(); ++c) per_channel.push_back(aimet_entry(scheme.weight_bits, true, scale[c].item<double>(), offset));
     out.encodings["param_encodings"][name] = per_channel;
+  }
+
+  // Other large parameters (position embeddings, PADRe's depthwise taps when not a Conv weight)
+  // get one symmetric per-tensor scale; small ones (biases, norms) stay float as QNN keeps them.
+  for (const auto& name : captured.parameters) {
+    if (captured.weight_axes.count(name) || !g.initializers.count(name)) continue;
+    const Initializer& init = g.initializers.at(name);
+    if (init.dtype != DType::Float || init.numel() < kMinQuantizedParam) continue;
+    torch::Tensor w = to_tensor(init);
+    torch::Tensor scale = (w.abs().max() / wmax).clamp_min(1e-12);
+    torch::Tensor q = torch::clamp(torch::round(w / scale), -wmax, wmax).to(torch::kChar);
+    g.initializers.erase(name);
+    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", q);
+    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale);
+    g.initializers[name + "_zero_point"] = from_tensor(name + "_zero_point", torch::zeros({}, torch::kChar));
+    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, {}});
+    const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
+    out.encodings["param_encodings"][name] = nlohmann::json::array({aimet_entry(scheme.weight_bits, true, scale.item<double>(), offset)});
   }
 
   std::map<std::string, std::string> rename;

@@ -9,6 +9,8 @@ import onnx
 import onnxruntime as ort
 
 model_path, input_path, output_path = sys.argv[1:4]
+rest = sys.argv[4:]
+encodings_path = rest[rest.index("--encodings") + 1] if "--encodings" in rest else None
 model = onnx.load(model_path)
 onnx.checker.check_model(model, full_check=True)
 graph = model.graph
@@ -17,13 +19,16 @@ for node in graph.node:
     names.update(node.output)
 shape = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
 x = np.fromfile(input_path, dtype=np.float32).reshape(shape)
-session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+options = ort.SessionOptions()
+if "--no-optimize" in rest:
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 y = session.run(None, {graph.input[0].name: x})[0]
 y.astype(np.float32).tofile(output_path)
 result = {"checker": True, "opset": model.opset_import[0].version, "output_shape": list(y.shape),
           "ops": sorted({n.op_type for n in graph.node})}
-if len(sys.argv) > 4:
-    enc = json.load(open(sys.argv[4]))
+if encodings_path:
+    enc = json.load(open(encodings_path))
     keys = list(enc["activation_encodings"]) + list(enc["param_encodings"])
     result["encodings"] = len(keys)
     result["encodings_missing"] = [k for k in keys if k not in names]
