@@ -35,6 +35,7 @@ struct Node {
   std::vector<std::string> inputs;   // tensor names ("" = optional input left out)
   std::vector<std::string> outputs;
   std::map<std::string, Attr> attrs;
+  std::string domain;                // "" = the default ONNX domain; "com.microsoft" for ORT's 16-bit QDQ
 };
 
 // A constant tensor: little-endian raw bytes in row-major order.

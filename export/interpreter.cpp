@@ -49,6 +49,7 @@ std::pair<double, double> int_range(at::ScalarType t) {
     case at::kByte: return {0, 255};
     case at::kChar: return {-128, 127};
     case at::kUInt16: return {0, 65535};
+    case at::kInt: return {0, 65535};  // uint16 codes, widened by to_tensor
     case at::kShort: return {-32768, 32767};
     default: throw std::runtime_error("export interpreter: unsupported quantized type");
   }
@@ -57,6 +58,12 @@ std::pair<double, double> int_range(at::ScalarType t) {
 }  // namespace
 
 torch::Tensor to_tensor(const Initializer& init) {
+  if (init.dtype == DType::UInt16) {  // LibTorch's uint16 has few kernels: widen to int32
+    std::vector<int32_t> v(static_cast<size_t>(init.numel()));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = static_cast<uint8_t>(init.bytes[2 * i]) | (static_cast<uint8_t>(init.bytes[2 * i + 1]) << 8);
+    return torch::tensor(v, torch::kInt).view(init.dims);
+  }
   auto t = torch::empty(init.dims, torch::TensorOptions().dtype(scalar(init.dtype)));
   if (static_cast<size_t>(t.nbytes()) != init.bytes.size()) throw std::runtime_error("export: initializer '" + init.name + "' has the wrong size");
   std::memcpy(t.data_ptr(), init.bytes.data(), init.bytes.size());

@@ -44,6 +44,13 @@ std::string onnx_model_bytes(const Graph& graph) {
   auto* opset = model.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOnnxOpset);
+  bool microsoft = false;
+  for (const auto& n : graph.nodes) microsoft = microsoft || n.domain == "com.microsoft";
+  if (microsoft) {  // ONNX Runtime's contrib ops (16-bit QuantizeLinear/DequantizeLinear before opset 21)
+    auto* ms = model.add_opset_import();
+    ms->set_domain("com.microsoft");
+    ms->set_version(1);
+  }
   for (const auto& [k, v] : graph.metadata) {
     auto* p = model.add_metadata_props();
     p->set_key(k);
@@ -66,6 +73,7 @@ std::string onnx_model_bytes(const Graph& graph) {
   for (const auto& n : graph.nodes) {
     auto* p = g->add_node();
     p->set_op_type(n.op);
+    if (!n.domain.empty()) p->set_domain(n.domain);
     p->set_name(n.name);
     for (const auto& i : n.inputs) p->add_input(i);
     for (const auto& o : n.outputs) p->add_output(o);

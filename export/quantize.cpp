@@ -76,8 +76,9 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   if (quant == "fp32") {
   } else if (quant == "w8a8") s.weight_bits = 8, s.act_bits = 8;
   else if (quant == "w4a8") s.weight_bits = 4, s.act_bits = 8;
-  else if (quant == "w8a16" || quant == "fp16")
-    throw std::invalid_argument("export: --quant " + quant + " is not implemented yet (available: fp32, w8a8, w4a8)");
+  else if (quant == "w8a16") s.weight_bits = 8, s.act_bits = 16;
+  else if (quant == "fp16")
+    throw std::invalid_argument("export: --quant fp16 is not implemented yet (available: fp32, w8a8, w8a16, w4a8)");
   else
     throw std::invalid_argument("export: unknown --quant \"" + quant + "\" (expected fp32, w8a8, w4a8, w8a16 or fp16)");
   if (observer != "minmax" && observer != "percentile" && observer != "mse")
@@ -159,9 +160,22 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
     const double scale = std::max((hi - lo) / levels, 1e-12);
     const int64_t zp = std::clamp<int64_t>(static_cast<int64_t>(std::round(-lo / scale)), 0, static_cast<int64_t>(levels));
     g.initializers[t + "_scale"] = from_tensor(t + "_scale", torch::scalar_tensor(static_cast<float>(scale)));
-    g.initializers[t + "_zero_point"] = from_tensor(t + "_zero_point", torch::scalar_tensor(zp, torch::kByte));
-    g.nodes.push_back({"QuantizeLinear", t + "_q", {t, t + "_scale", t + "_zero_point"}, {t + "_quantized"}, {}});
-    g.nodes.push_back({"DequantizeLinear", t + "_dq", {t + "_quantized", t + "_scale", t + "_zero_point"}, {t + "_dequantized"}, {}});
+    // 8-bit: ONNX's own QuantizeLinear (uint8). 16-bit: opset 17 has no uint16 QDQ, ONNX Runtime's
+    // com.microsoft QuantizeLinear/DequantizeLinear do (QNN reads the bitwidth from the encodings).
+    const bool wide = scheme.act_bits > 8;
+    Initializer zp_init;
+    zp_init.name = t + "_zero_point";
+    zp_init.dtype = wide ? DType::UInt16 : DType::UInt8;
+    if (wide) {
+      const uint16_t v = static_cast<uint16_t>(zp);
+      zp_init.bytes.assign(reinterpret_cast<const char*>(&v), 2);  // little-endian hosts
+    } else {
+      zp_init.bytes.assign(1, static_cast<char>(static_cast<uint8_t>(zp)));
+    }
+    g.initializers[zp_init.name] = zp_init;
+    const std::string domain = wide ? "com.microsoft" : "";
+    g.nodes.push_back({"QuantizeLinear", t + "_q", {t, t + "_scale", t + "_zero_point"}, {t + "_quantized"}, {}, domain});
+    g.nodes.push_back({"DequantizeLinear", t + "_dq", {t + "_quantized", t + "_scale", t + "_zero_point"}, {t + "_dequantized"}, {}, domain});
     rename[t] = t + "_dequantized";
     out.dequantized[t] = t + "_dequantized";
     // the stored scale is float32: the encodings give the same number ONNX Runtime uses

@@ -205,3 +205,26 @@ TEST_CASE("export: a corrupt checkpoint fails clearly and leaves no output", "[e
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.output, Contains("w3a3"));
 }
+
+TEST_CASE("export: w4a8 and w8a16 write their bit widths and run in ONNX Runtime", "[export]") {
+  ef::test::ScratchDir dir("export-bits");
+  const fs::path run = tiny_run(dir.path, {{"kind", "softmax"}});
+  for (const auto& [quant, wbits, abits] : std::vector<std::tuple<std::string, int, int>>{{"w4a8", 4, 8}, {"w8a16", 8, 16}}) {
+    ef::exporter::ExportOptions o;
+    o.run_dir = run;
+    o.out_dir = dir.path / quant;
+    o.quant = quant;
+    o.calib = 16;
+    o.eval_samples = 8;
+    nlohmann::json report = ef::exporter::run_export(o);
+    INFO(quant << ": " << report.dump(1));
+    CHECK(report["metric"]["onnxruntime"].is_number());
+    // no fusion of these QDQ forms in ONNX Runtime: it computes what the simulation computes
+    CHECK(report["agreement"]["onnxruntime_vs_simulated"].get<double>() < 0.05);
+    nlohmann::json enc = nlohmann::json::parse(ef::read_file(o.out_dir / "encodings.json"));
+    for (const auto& [name, e] : enc["param_encodings"].items()) CHECK(e[0]["bitwidth"].get<int>() == wbits);
+    for (const auto& [name, e] : enc["activation_encodings"].items()) CHECK(e[0]["bitwidth"].get<int>() == abits);
+    torch::Tensor got;
+    check_onnx(o.out_dir / "model.onnx", torch::rand({1, 3, 16, 16}), dir.path, &got, o.out_dir / "encodings.json");
+  }
+}
