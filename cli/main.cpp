@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   ef::cli::add_list_and_info(app, action);
   ef::cli::add_data(app, action);
   ef::cli::add_render(app, action);
+  ef::cli::add_export(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

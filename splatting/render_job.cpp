@@ -74,7 +74,7 @@ RenderReport run_render_job(const RenderJob& job) {
     auto* s = mods.count("scene") ? dynamic_cast<GaussianSceneImpl*>(mods.at("scene")) : nullptr;
     auto* r = mods.count("renderer") ? dynamic_cast<SplatRendererImpl*>(mods.at("renderer")) : nullptr;
     if (!s || !r) throw std::invalid_argument("render: " + job.run_dir.string() + " is not a splat run (recipe '" +
-                                              run->config.get<std::string>("recipe", "?") + "')");
+                                              run->config.require<std::string>("recipe") + "')");
     scene = s->params();
     renderer = std::shared_ptr<SplatRendererImpl>(r, [](SplatRendererImpl*) {});  // owned by the recipe
     device = run->ctx.device;

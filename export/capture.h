@@ -1,0 +1,40 @@
+#pragma once
+// Graph capture: trace a module's forward with LibTorch's C++ tracer (parameters and buffers enter
+// as named graph inputs), fold constant subgraphs, and lower every aten op through one generic
+// table to ONNX nodes (lowering.cpp). No network needs exporter code of its own: an op outside the
+// table fails the export with its name.
+#include <torch/torch.h>
+
+#include <functional>
+#include <set>
+#include <string>
+
+#include "export/graph.h"
+
+namespace ef::exporter {
+
+struct CaptureSpec {
+  torch::nn::Module* module = nullptr;                          // its named parameters/buffers become initializers
+  std::function<torch::Tensor(const torch::Tensor&)> forward;  // calls the module
+  torch::Tensor example;                                       // fixes every shape (batch included)
+  std::string input_name = "input", output_name = "output";
+};
+
+struct Captured {
+  Graph graph;
+  // Float tensors whose values a per-tensor activation quantizer covers (outputs of compute ops;
+  // pure data movement such as reshape/transpose keeps its input's quantization).
+  std::set<std::string> activation_points;
+  // Weight initializers that get per-channel quantizers, with their channel axis.
+  std::map<std::string, int64_t> weight_axes;
+  // Every initializer that holds a module parameter or buffer (the rest are lowering constants).
+  std::set<std::string> parameters;
+  std::string aten_graph;  // the traced graph, for diagnostics
+};
+
+Captured capture(const CaptureSpec& spec);
+
+// The aten ops the lowering table knows (for docs and error messages).
+std::vector<std::string> supported_aten_ops();
+
+}  // namespace ef::exporter

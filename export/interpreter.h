@@ -1,0 +1,32 @@
+#pragma once
+// Runs an exporter Graph with LibTorch ops, node by node. It is the reference the ONNX file is
+// checked against (fp32: against the module itself), and with QuantizeLinear/DequantizeLinear
+// nodes it is the quantization simulation: calibration and per-layer errors observe its tensors.
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "export/graph.h"
+
+namespace ef::exporter {
+
+torch::Tensor to_tensor(const Initializer& init);
+Initializer from_tensor(const std::string& name, const torch::Tensor& t);
+
+class Interpreter {
+ public:
+  explicit Interpreter(const Graph& graph);
+  // Called with every node output as it is computed.
+  using Observer = std::function<void(const std::string& name, const torch::Tensor& value)>;
+  // inputs by graph input name -> the graph outputs by name
+  std::map<std::string, torch::Tensor> run(const std::map<std::string, torch::Tensor>& inputs, const Observer& observe = {}) const;
+  torch::Tensor run1(const torch::Tensor& input, const Observer& observe = {}) const;
+
+ private:
+  const Graph& graph_;
+  std::map<std::string, torch::Tensor> constants_;
+};
+
+}  // namespace ef::exporter

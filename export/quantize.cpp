@@ -1,0 +1,198 @@
+#include "export/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "export/interpreter.h"
+
+namespace ef::exporter {
+
+namespace {
+
+constexpr int64_t kSamplesPerTensor = 1 << 18;  // values an observer keeps per activation point
+constexpr int64_t kMinQuantizedParam = 256;      // smaller parameters (biases, norms) stay float
+
+struct Observer {
+  double min = INFINITY, max = -INFINITY;
+  std::vector<torch::Tensor> samples;
+  int64_t kept = 0;
+  void add(const torch::Tensor& t) {
+    torch::Tensor f = t.detach().flatten().to(torch::kFloat);
+    min = std::min(min, f.min().item<double>());
+    max = std::max(max, f.max().item<double>());
+    if (kept < kSamplesPerTensor) {
+      const int64_t stride = std::max<int64_t>(1, f.numel() / 4096);  // a strided subsample per batch
+      torch::Tensor s = f.slice(0, 0, f.numel(), stride).clone();
+      kept += s.numel();
+      samples.push_back(s);
+    }
+  }
+};
+
+double quant_mse(const torch::Tensor& x, double lo, double hi, int bits) {
+  const double levels = std::pow(2.0, bits) - 1;
+  const double scale = std::max((hi - lo) / levels, 1e-12);
+  const double zp = std::round(-lo / scale);
+  torch::Tensor q = (torch::clamp(torch::round(x / scale) + zp, 0, levels) - zp) * scale;
+  return (q - x).square().mean().item<double>();
+}
+
+ActRange range_of(const Observer& o, const QuantScheme& s) {
+  ActRange r{o.min, o.max};
+  if (s.observer == "minmax" || o.samples.empty()) return r;
+  torch::Tensor x = torch::cat(o.samples);
+  if (s.observer == "percentile") {
+    const double p = s.percentile / 100.0;
+    torch::Tensor sorted = std::get<0>(x.sort());
+    auto pick = [&](double q) { return sorted[std::min<int64_t>(x.numel() - 1, static_cast<int64_t>(q * static_cast<double>(x.numel() - 1)))].item<double>(); };
+    return {std::min(0.0, pick(1 - p)), std::max(0.0, pick(p))};
+  }
+  // mse: shrink the min-max range by a factor, keep the one with the least quantization error
+  double best = INFINITY;
+  for (double a = 1.0; a >= 0.3; a -= 0.05) {
+    double e = quant_mse(x, std::min(0.0, o.min) * a, std::max(0.0, o.max) * a, s.act_bits);
+    if (e < best) {
+      best = e;
+      r = {std::min(0.0, o.min) * a, std::max(0.0, o.max) * a};
+    }
+  }
+  return r;
+}
+
+nlohmann::json aimet_entry(int bits, bool symmetric, double scale, int64_t offset) {
+  // AIMET's convention: real = (q + offset) * scale over the unsigned grid [0, 2^bits - 1].
+  const double levels = std::pow(2.0, bits) - 1;
+  return {{"bitwidth", bits}, {"dtype", "int"}, {"is_symmetric", symmetric ? "True" : "False"},
+          {"max", (levels + static_cast<double>(offset)) * scale}, {"min", static_cast<double>(offset) * scale},
+          {"offset", offset}, {"scale", scale}};
+}
+
+}  // namespace
+
+QuantScheme QuantScheme::parse(const std::string& quant, const std::string& observer) {
+  QuantScheme s;
+  s.name = quant;
+  s.observer = observer;
+  if (quant == "fp32") {
+  } else if (quant == "w8a8") s.weight_bits = 8, s.act_bits = 8;
+  else if (quant == "w4a8") s.weight_bits = 4, s.act_bits = 8;
+  else if (quant == "w8a16") s.weight_bits = 8, s.act_bits = 16;
+  else if (quant == "fp16")
+    throw std::invalid_argument("export: --quant fp16 is not implemented yet (available: fp32, w8a8, w8a16, w4a8)");
+  else
+    throw std::invalid_argument("export: unknown --quant \"" + quant + "\" (expected fp32, w8a8, w4a8, w8a16 or fp16)");
+  if (observer != "minmax" && observer != "percentile" && observer != "mse")
+    throw std::invalid_argument("export: unknown observer \"" + observer + "\" (expected minmax, percentile or mse)");
+  return s;
+}
+
+std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<torch::Tensor>& inputs, const QuantScheme& scheme) {
+  std::map<std::string, Observer> obs;
+  for (const auto& p : captured.activation_points) obs[p];
+  Interpreter interp(captured.graph);
+  for (const auto& x : inputs) {
+    if (obs.count(captured.graph.inputs.at(0).name)) obs[captured.graph.inputs.at(0).name].add(x);
+    interp.run1(x, [&](const std::string& name, const torch::Tensor& v) {
+      auto it = obs.find(name);
+      if (it != obs.end()) it->second.add(v);
+    });
+  }
+  std::map<std::string, ActRange> ranges;
+  for (const auto& [name, o] : obs)
+    if (std::isfinite(o.min)) ranges[name] = range_of(o, scheme);
+  return ranges;
+}
+
+QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, ActRange>& ranges, const QuantScheme& scheme) {
+  QuantizedGraph out;
+  out.graph = captured.graph;
+  out.graph.nodes.clear();
+  out.encodings = {{"version", "0.6.1"}, {"activation_encodings", nlohmann::json::object()}, {"param_encodings", nlohmann::json::object()}};
+  Graph& g = out.graph;
+
+  // Weights: int initializer + per-channel scale -> DequantizeLinear whose output keeps the
+  // parameter's name, so the encodings and every consumer still refer to it.
+  const double wmax = std::pow(2.0, scheme.weight_bits - 1) - 1;  // symmetric: [-wmax, wmax]
+  for (const auto& [name, axis] : captured.weight_axes) {
+    torch::Tensor w = to_tensor(g.initializers.at(name));
+    std::vector<int64_t> reduce;
+    for (int64_t d = 0; d < w.dim(); ++d)
+      if (d != axis) reduce.push_back(d);
+    torch::Tensor scale = (w.abs().amax(reduce) / wmax).clamp_min(1e-12);
+    std::vector<int64_t> bshape(w.dim(), 1);
+    bshape[axis] = w.size(axis);
+    torch::Tensor q = torch::clamp(torch::round(w / scale.view(bshape)), -wmax, wmax).to(torch::kChar);
+    g.initializers.erase(name);
+    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", q);
+    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale);
+    g.initializers[name + "_zero_point"] = from_tensor(name + "_zero_point", torch::zeros({w.size(axis)}, torch::kChar));
+    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, {{"axis", Attr::of(axis)}}});
+    nlohmann::json per_channel = nlohmann::json::array();
+    const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
+    for (int64_t c = 0; c < scale.numel(); ++c) per_channel.push_back(aimet_entry(scheme.weight_bits, true, scale[c].item<double>(), offset));
+    out.encodings["param_encodings"][name] = per_channel;
+  }
+
+  // Other large parameters (position embeddings, PADRe's depthwise taps when not a Conv weight)
+  // get one symmetric per-tensor scale; small ones (biases, norms) stay float as QNN keeps them.
+  for (const auto& name : captured.parameters) {
+    if (captured.weight_axes.count(name) || !g.initializers.count(name)) continue;
+    const Initializer& init = g.initializers.at(name);
+    if (init.dtype != DType::Float || init.numel() < kMinQuantizedParam) continue;
+    torch::Tensor w = to_tensor(init);
+    torch::Tensor scale = (w.abs().max() / wmax).clamp_min(1e-12);
+    torch::Tensor q = torch::clamp(torch::round(w / scale), -wmax, wmax).to(torch::kChar);
+    g.initializers.erase(name);
+    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", q);
+    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale);
+    g.initializers[name + "_zero_point"] = from_tensor(name + "_zero_point", torch::zeros({}, torch::kChar));
+    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, {}});
+    const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
+    out.encodings["param_encodings"][name] = nlohmann::json::array({aimet_entry(scheme.weight_bits, true, scale.item<double>(), offset)});
+  }
+
+  std::map<std::string, std::string> rename;
+  const double levels = std::pow(2.0, scheme.act_bits) - 1;
+  auto quantize_point = [&](const std::string& t) {
+    auto r = ranges.find(t);
+    if (!captured.activation_points.count(t) || r == ranges.end()) return;
+    const double lo = std::min(0.0, r->second.min), hi = std::max(0.0, r->second.max);
+    const double scale = std::max((hi - lo) / levels, 1e-12);
+    const int64_t zp = std::clamp<int64_t>(static_cast<int64_t>(std::round(-lo / scale)), 0, static_cast<int64_t>(levels));
+    g.initializers[t + "_scale"] = from_tensor(t + "_scale", torch::scalar_tensor(static_cast<float>(scale)));
+    // 8-bit: ONNX's own QuantizeLinear (uint8). 16-bit: opset 17 has no uint16 QDQ, ONNX Runtime's
+    // com.microsoft QuantizeLinear/DequantizeLinear do (QNN reads the bitwidth from the encodings).
+    const bool wide = scheme.act_bits > 8;
+    Initializer zp_init;
+    zp_init.name = t + "_zero_point";
+    zp_init.dtype = wide ? DType::UInt16 : DType::UInt8;
+    if (wide) {
+      const uint16_t v = static_cast<uint16_t>(zp);
+      zp_init.bytes.assign(reinterpret_cast<const char*>(&v), 2);  // little-endian hosts
+    } else {
+      zp_init.bytes.assign(1, static_cast<char>(static_cast<uint8_t>(zp)));
+    }
+    g.initializers[zp_init.name] = zp_init;
+    const std::string domain = wide ? "com.microsoft" : "";
+    g.nodes.push_back({"QuantizeLinear", t + "_q", {t, t + "_scale", t + "_zero_point"}, {t + "_quantized"}, {}, domain});
+    g.nodes.push_back({"DequantizeLinear", t + "_dq", {t + "_quantized", t + "_scale", t + "_zero_point"}, {t + "_dequantized"}, {}, domain});
+    rename[t] = t + "_dequantized";
+    out.dequantized[t] = t + "_dequantized";
+    // the stored scale is float32: the encodings give the same number ONNX Runtime uses
+    out.encodings["activation_encodings"][t] = nlohmann::json::array({aimet_entry(scheme.act_bits, false, static_cast<float>(scale), -zp)});
+  };
+  for (const auto& in : g.inputs) quantize_point(in.name);
+  for (const Node& n0 : captured.graph.nodes) {
+    Node n = n0;
+    for (auto& i : n.inputs) {
+      auto it = rename.find(i);
+      if (it != rename.end()) i = it->second;
+    }
+    g.nodes.push_back(n);
+    for (const auto& o : n.outputs) quantize_point(o);
+  }
+  g.metadata["edgeforge.quant"] = scheme.name;
+  return out;
+}
+
+}  // namespace ef::exporter

@@ -1,0 +1,39 @@
+#pragma once
+// Post-training quantization of a captured graph: observers calibrate one range per activation
+// point (min-max, percentile or MSE-optimal clipping), weights get per-channel symmetric scales,
+// and QuantizeLinear/DequantizeLinear pairs are inserted (QDQ format). The result runs in the
+// Interpreter (the LibTorch simulation) and in ONNX Runtime alike, and yields the AIMET encodings.
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "export/capture.h"
+
+namespace ef::exporter {
+
+struct QuantScheme {
+  std::string name = "fp32";   // fp32 | w8a8 | w4a8
+  int weight_bits = 0;         // 0: float weights
+  int act_bits = 0;            // 0: float activations
+  std::string observer = "minmax";  // minmax | percentile | mse
+  double percentile = 99.99;
+  static QuantScheme parse(const std::string& quant, const std::string& observer);
+  bool quantized() const { return weight_bits > 0; }
+};
+
+struct ActRange {
+  double min = 0, max = 0;
+};
+
+// Runs the float graph on the calibration inputs and returns a range per activation point.
+std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<torch::Tensor>& inputs, const QuantScheme& scheme);
+
+struct QuantizedGraph {
+  Graph graph;
+  nlohmann::json encodings;  // AIMET layout, keyed by tensor names of `graph`
+  // activation point -> the dequantized tensor that replaced it downstream
+  std::map<std::string, std::string> dequantized;
+};
+
+QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, ActRange>& ranges, const QuantScheme& scheme);
+
+}  // namespace ef::exporter
