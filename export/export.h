@@ -15,7 +15,7 @@ struct ExportOptions {
   std::filesystem::path checkpoint;         // default: the run's latest
   std::string model;                        // default: the target's first exportable module
   std::string format = "onnx";
-  std::string quant;                        // fp32 | w8a8 | w4a8 (w8a16, fp16: not yet); "": the run's export.quant, else w8a8
+  std::string quant;                        // fp32 | w8a8 | w8a16 | w4a8 (fp16: not yet); "": the run's export.quant, else w8a8
   std::string observer = "minmax";          // minmax | percentile | mse
   int64_t calib = -1;                       // calibration samples from the training split; < 0: export.calib, else 64
   int64_t eval_samples = 256;               // held-out samples for the report (0: all)
