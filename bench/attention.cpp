@@ -9,6 +9,8 @@
 //                               [--device cpu|cuda] [--keep 0.5] [--tosa-queries 256] [--csv out.csv]
 #include <CLI/CLI.hpp>
 
+#include "bench/timing.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,32 +24,13 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 
 struct Timing {
   double fwd_ms = 0, fwdbwd_ms = 0;
 };
 
-void sync(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-// Median of repeated runs, at least `min_reps`, until about `budget_s` seconds are spent.
-double time_ms(const std::function<void()>& fn, const torch::Device& dev, int min_reps, double budget_s) {
-  fn();  // warm-up
-  sync(dev);
-  std::vector<double> ms;
-  auto start = Clock::now();
-  while (static_cast<int>(ms.size()) < min_reps || std::chrono::duration<double>(Clock::now() - start).count() < budget_s) {
-    auto t0 = Clock::now();
-    fn();
-    sync(dev);
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    if (ms.size() >= 50) break;
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using ef::bench::sync;
+using ef::bench::time_ms;
 
 }  // namespace
 

@@ -8,6 +8,8 @@
 //                          [--device cpu|cuda] [--iters 0] [--budget 2] [--min-reps 2]
 #include <CLI/CLI.hpp>
 
+#include "bench/timing.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,29 +19,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using namespace ef::flow;
 
-void sync(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-// Median of repeated runs, at least `min_reps`, until about `budget_s` seconds are spent.
-double time_ms(const std::function<void()>& fn, const torch::Device& dev, int min_reps, double budget_s) {
-  fn();  // warm-up
-  sync(dev);
-  std::vector<double> ms;
-  auto start = Clock::now();
-  while (static_cast<int>(ms.size()) < min_reps || std::chrono::duration<double>(Clock::now() - start).count() < budget_s) {
-    auto t0 = Clock::now();
-    fn();
-    sync(dev);
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    if (ms.size() >= 30) break;
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using ef::bench::sync;
+using ef::bench::time_ms;
 
 struct Row {
   std::string model;
@@ -94,7 +77,7 @@ int main(int argc, char** argv) {
         torch::NoGradGuard no_grad;
         net->eval();
         torch::Tensor a = torch::rand({1, 3, size[0], size[1]}, dev), b = torch::rand({1, 3, size[0], size[1]}, dev);
-        r.infer_ms = time_ms([&] { net->forward(a, b, o.iters); }, dev, min_reps, budget);
+        r.infer_ms = time_ms([&] { net->forward(a, b, o.iters); }, dev, min_reps, budget, 30);
       }
       net->train();
       torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(4e-4).weight_decay(1e-4).eps(1e-8));
@@ -110,7 +93,7 @@ int main(int argc, char** argv) {
               torch::nn::utils::clip_grad_norm_(net->parameters(), 1.0);
               opt.step();
             },
-            dev, min_reps, budget);
+            dev, min_reps, budget, 30);
         (loss_kind == "rfl" ? r.train_rfl_ips : r.train_ips) = 1000.0 / ms;
       }
       rows.push_back(r);
