@@ -146,4 +146,17 @@ void Loader::seek(LoaderPosition pos) {
   start_workers();
 }
 
+void save_loader_position(torch::serialize::OutputArchive& archive, const Loader& loader, const std::string& prefix) {
+  LoaderPosition p = loader.position();
+  archive.write(prefix + "/epoch", torch::tensor(p.epoch));
+  archive.write(prefix + "/batch", torch::tensor(p.batch));
+}
+
+void load_loader_position(torch::serialize::InputArchive& archive, Loader& loader, const std::string& prefix) {
+  torch::Tensor epoch, batch;
+  archive.read(prefix + "/epoch", epoch);
+  archive.read(prefix + "/batch", batch);
+  loader.seek({epoch.item<int64_t>(), batch.item<int64_t>()});
+}
+
 }  // namespace ef

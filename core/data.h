@@ -86,4 +86,9 @@ class Loader {
   std::vector<std::thread> threads_;
 };
 
+// A loader's position in a recipe's resume state ("<prefix>/epoch", "<prefix>/batch"), so that a
+// resumed run continues the same data stream.
+void save_loader_position(torch::serialize::OutputArchive& archive, const Loader& loader, const std::string& prefix = "loader");
+void load_loader_position(torch::serialize::InputArchive& archive, Loader& loader, const std::string& prefix = "loader");
+
 }  // namespace ef

@@ -124,17 +124,8 @@ class ClassifyRecipe : public Recipe {
     log.image("samples/predictions", step, grid);
   }
 
-  void save_state(torch::serialize::OutputArchive& a) const override {
-    LoaderPosition p = train_loader_->position();
-    a.write("loader/epoch", torch::tensor(p.epoch));
-    a.write("loader/batch", torch::tensor(p.batch));
-  }
-  void load_state(torch::serialize::InputArchive& a) override {
-    torch::Tensor epoch, batch;
-    a.read("loader/epoch", epoch);
-    a.read("loader/batch", batch);
-    train_loader_->seek({epoch.item<int64_t>(), batch.item<int64_t>()});
-  }
+  void save_state(torch::serialize::OutputArchive& a) const override { save_loader_position(a, *train_loader_); }
+  void load_state(torch::serialize::InputArchive& a) override { load_loader_position(a, *train_loader_); }
 
  private:
   double parameter_count() const {
