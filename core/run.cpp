@@ -4,11 +4,13 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
+#include "core/safetensors.h"
 #include "core/device.h"
 
 namespace ef {
@@ -144,6 +146,29 @@ OpenedRun open_run(const fs::path& run_dir, const std::vector<std::string>& over
   }
   load_weights(*b.recipe, ckpt, prefer_ema);
   return OpenedRun{b.config, b.ctx, std::move(b.recipe), ckpt};
+}
+
+fs::path resolve_run_folder(const fs::path& path, const std::string& what) {
+  if (fs::exists(path / "config.json")) return path;
+  if (!fs::is_directory(path)) throw ConfigError(what + ": run folder " + path.string() + " does not exist");
+  std::vector<fs::path> runs;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_directory() && fs::exists(e.path() / "config.json")) runs.push_back(e.path());
+  if (runs.empty()) throw ConfigError(what + ": " + path.string() + " holds no run (no config.json in it or in its sub-folders)");
+  std::sort(runs.begin(), runs.end());  // stamps sort by time
+  return runs.back();
+}
+
+void load_module_from_run(const fs::path& run_dir, const std::string& module_name, torch::nn::Module& module, bool prefer_ema) {
+  CheckpointStore store(run_dir / "ckpt", 0);
+  auto latest = store.latest();
+  if (!latest) throw std::runtime_error(run_dir.string() + " has no checkpoint yet (train it first)");
+  fs::path ema = *latest / (module_name + ".ema.safetensors"), raw = *latest / (module_name + ".safetensors");
+  if (!fs::exists(raw)) throw std::runtime_error(latest->string() + " holds no network named \"" + module_name + "\"");
+  TensorMap state = load_safetensors(raw);
+  if (prefer_ema && fs::exists(ema))  // EMA files hold parameters only; buffers stay the raw ones
+    for (auto& [k, v] : load_safetensors(ema)) state[k] = v;
+  load_module_state(module, state, (prefer_ema && fs::exists(ema) ? ema : raw).string());
 }
 
 }  // namespace ef

@@ -39,6 +39,16 @@ struct OpenedRun {
 OpenedRun open_run(const std::filesystem::path& run_dir, const std::vector<std::string>& overrides,
                    const std::filesystem::path& checkpoint = {}, bool prefer_ema = true);
 
+// A run folder named by the user: `path` itself when it holds config.json, else its newest
+// sub-folder that does (runs/<name>/ -> runs/<name>/<latest stamp>/). Throws naming `path` and `what`
+// (the config key or option that named it) when neither exists.
+std::filesystem::path resolve_run_folder(const std::filesystem::path& path, const std::string& what);
+
+// One network's weights from a run's latest checkpoint (`<module>.ema.safetensors` when present and
+// asked for, else `<module>.safetensors`), for a recipe that starts from another run's model.
+void load_module_from_run(const std::filesystem::path& run_dir, const std::string& module_name, torch::nn::Module& module,
+                          bool prefer_ema = true);
+
 // Root keys every config may carry, read here: recipe, name, seed, device, deterministic, threads,
 // train, and the sections other stages read (export, description).
 struct RunSettings {
