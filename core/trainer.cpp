@@ -175,17 +175,19 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
   return step.item<int64_t>();
 }
 
-void load_weights(Recipe& recipe, const fs::path& folder, bool prefer_ema) {
-  for (const auto& [name, module] : recipe.modules()) {
-    fs::path ema = folder / (name + ".ema.safetensors");
-    fs::path f = prefer_ema && fs::exists(ema) ? ema : folder / (name + ".safetensors");
-    TensorMap state = load_safetensors(f);
-    if (f == ema) {  // EMA files hold parameters only; buffers come from the live weights
-      for (const auto& b : module->named_buffers(true))
-        if (!state.count(b.key())) state[b.key()] = load_safetensors(folder / (name + ".safetensors")).at(b.key());
-    }
-    load_module_state(*module, state, f.string());
+void load_module_weights(torch::nn::Module& module, const fs::path& folder, const std::string& name, bool prefer_ema) {
+  fs::path ema = folder / (name + ".ema.safetensors");
+  fs::path f = prefer_ema && fs::exists(ema) ? ema : folder / (name + ".safetensors");
+  TensorMap state = load_safetensors(f);
+  if (f == ema) {  // EMA files hold parameters only; buffers come from the live weights
+    for (const auto& b : module.named_buffers(true))
+      if (!state.count(b.key())) state[b.key()] = load_safetensors(folder / (name + ".safetensors")).at(b.key());
   }
+  load_module_state(module, state, f.string());
+}
+
+void load_weights(Recipe& recipe, const fs::path& folder, bool prefer_ema) {
+  for (const auto& [name, module] : recipe.modules()) load_module_weights(*module, folder, name, prefer_ema);
 }
 
 TrainOutcome Trainer::run(bool resume) {

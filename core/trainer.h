@@ -65,6 +65,9 @@ class Trainer {
 
 // Loads module weights (the EMA ones when present and asked for) from a checkpoint folder.
 void load_weights(Recipe& recipe, const std::filesystem::path& folder, bool prefer_ema);
+// The same for one network stored as <name>.safetensors (<name>.ema.safetensors): for tools that
+// rebuild a single network of a run without its recipe (and so without its data).
+void load_module_weights(torch::nn::Module& module, const std::filesystem::path& folder, const std::string& name, bool prefer_ema);
 
 // SIGINT/SIGTERM set a flag the loop polls; installed for the lifetime of the guard.
 class StopSignalGuard {

@@ -1,12 +1,19 @@
 // Recipe "classify": image classification with a ViT (attention chosen by model.attention) on a
-// generated or HDF5 dataset. Metrics: eval/acc, eval/loss; samples: a prediction grid PNG.
+// generated or HDF5 dataset: the "shapes" classes (data.kind "shapes", the default), or one attribute
+// of the "captions" scenes (data.kind "captions", data.attribute "colour", ...; images in [-1, 1]).
+// Metrics: eval/acc, eval/loss; samples: a prediction grid PNG. The run folder gets classes.json
+// ({"kind", "attribute", "classes"}): what a label means, for tools that read the run
+// (tasks/attribute_classifier.h).
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "core/atomic_file.h"
 #include "core/image_io.h"
 #include "core/data_gen.h"
 #include "core/recipe.h"
 #include "models/vit.h"
+#include "tasks/caption_data.h"
 #include "tasks/shapes_dataset.h"
 
 namespace ef {
@@ -14,22 +21,83 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// One attribute of a captions split as {"image", "label"}.
+class AttributeLabels : public Dataset {
+ public:
+  AttributeLabels(std::shared_ptr<const CaptionsDataset> data, const std::string& attribute)
+      : data_(std::move(data)), key_("attr_" + attribute) {}
+  int64_t size() const override { return data_->size(); }
+  Sample get(int64_t index) const override {
+    Sample s = data_->get(index);
+    return {{"image", s.at("image")}, {"label", s.at(key_)}};
+  }
+
+ private:
+  std::shared_ptr<const CaptionsDataset> data_;
+  std::string key_;
+};
+
+// The data of a classify run: data.kind "shapes" or "captions".
+struct ClassifyData {
+  std::shared_ptr<const Dataset> train, val;
+  int64_t image_size = 0;
+  std::vector<std::string> classes;
+  std::string kind, attribute;  // attribute: captions only
+  bool signed_images = false;   // images in [-1, 1] rather than [0, 1]
+  fs::path path;
+
+  static ClassifyData from(const Config& data) {
+    ClassifyData d;
+    d.kind = data.get<std::string>("kind", "shapes");
+    if (d.kind == "shapes") {
+      d.path = prepare_dataset(data, "shapes");
+      auto train = std::make_shared<ShapesDataset>(d.path, "train");
+      d.image_size = train->image_size();
+      d.train = train;
+      d.val = std::make_shared<ShapesDataset>(d.path, "val");
+      d.classes = shape_class_names();
+    } else if (d.kind == "captions") {
+      d.attribute = data.get<std::string>("attribute", "colour");
+      d.path = prepare_dataset(data, "captions");
+      auto train = std::make_shared<const CaptionsDataset>(d.path, "train");
+      auto val = std::make_shared<const CaptionsDataset>(d.path, "val");
+      const auto names = train->attribute_names();
+      if (std::find(names.begin(), names.end(), d.attribute) == names.end()) {
+        std::string known;
+        for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+        data.invalid("attribute", "\"" + d.attribute + "\" is not an attribute of " + d.path.string() + " (it has " + known + ")");
+      }
+      d.classes = train->attribute_values(d.attribute);
+      d.image_size = train->image_size();
+      d.signed_images = true;
+      d.train = std::make_shared<AttributeLabels>(train, d.attribute);
+      d.val = std::make_shared<AttributeLabels>(val, d.attribute);
+    } else {
+      data.invalid("kind", "expected \"shapes\" or \"captions\", got \"" + d.kind + "\"");
+    }
+    return d;
+  }
+};
+
 class ClassifyRecipe : public Recipe {
  public:
   ClassifyRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
     Config data = cfg.section("data");
-    const fs::path path = prepare_dataset(data, "shapes");
-    auto train = std::make_shared<ShapesDataset>(path, "train");
-    val_ = std::make_shared<ShapesDataset>(path, "val");
-    train_loader_ = std::make_unique<Loader>(train, LoaderOptions::from(data, ctx.seed, 64));
+    data_ = ClassifyData::from(data);
+    val_ = data_.val;
+    train_loader_ = std::make_unique<Loader>(data_.train, LoaderOptions::from(data, ctx.seed, 64));
 
     Config m = cfg.section("model");
     const std::string model_kind = m.get<std::string>("kind", "vit");
     if (model_kind != "vit") throw ConfigError(cfg.source() + ": model.kind: expected \"vit\", got \"" + model_kind + "\"");
+    // one output per class unless asked otherwise (the resolved config records the number)
+    const int64_t n_classes = static_cast<int64_t>(data_.classes.size());
+    if (m.get<int64_t>("num_classes", n_classes) < n_classes)
+      m.invalid("num_classes", "the data has " + std::to_string(n_classes) + " classes");
     ViTOptions vo = ViTOptions::from(m);
-    if (vo.image_size != train->image_size())
-      throw ConfigError(cfg.source() + ": model.image_size is " + std::to_string(vo.image_size) + " but the images of " + path.string() +
-                        " are " + std::to_string(train->image_size()) + " pixels");
+    if (vo.image_size != data_.image_size)
+      throw ConfigError(cfg.source() + ": model.image_size is " + std::to_string(vo.image_size) + " but the images of " + data_.path.string() +
+                        " are " + std::to_string(data_.image_size) + " pixels");
     model_ = ViT(vo, m.section("attention"));
     model_->to(ctx.device);
 
@@ -44,8 +112,15 @@ class ClassifyRecipe : public Recipe {
 
     optim_ = make_optimizer(cfg.section("optim"), decay_groups(*model_), ctx.total_steps);
     for (const auto& p : model_->parameters()) params_.push_back(p);
-    spdlog::info("classify: ViT {:.2f} M parameters, {:.1f} MFLOPs per image, {} train / {} val images",
-                 parameter_count() / 1e6, model_->flops() / 1e6, train->size(), val_->size());
+    spdlog::info("classify: ViT {:.2f} M parameters, {:.1f} MFLOPs per image, {} train / {} val images{}",
+                 parameter_count() / 1e6, model_->flops() / 1e6, data_.train->size(), val_->size(),
+                 data_.attribute.empty() ? "" : ", attribute " + data_.attribute);
+    if (!ctx.run_dir.empty()) {
+      nlohmann::json classes = {{"kind", data_.kind}, {"attribute", data_.attribute.empty() ? nlohmann::json() : nlohmann::json(data_.attribute)},
+                                {"classes", data_.classes}};
+      fs::create_directories(ctx.run_dir);
+      write_file_atomically(ctx.run_dir / "classes.json", classes.dump(2) + "\n");
+    }
   }
 
   std::map<std::string, torch::nn::Module*> modules() override { return {{"model", model_.get()}}; }
@@ -105,10 +180,11 @@ class ClassifyRecipe : public Recipe {
     Batch b = collate(samples);
     torch::Tensor pred = model_->forward(b["image"].to(ctx_.device)).argmax(1).to(torch::kCPU);
     model_->take_aux_losses();
+    torch::Tensor shown = data_.signed_images ? (b["image"] + 1) * 0.5 : b["image"];
     torch::Tensor images = torch::nn::functional::interpolate(
-        b["image"], torch::nn::functional::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kNearest));
+        shown, torch::nn::functional::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kNearest));
     nlohmann::json listing = nlohmann::json::array();
-    const auto& names = shape_class_names();
+    const auto& names = data_.classes;
     for (int64_t i = 0; i < k; ++i) {
       bool ok = pred[i].item<int64_t>() == b["label"][i].item<int64_t>();
       torch::Tensor colour = ok ? torch::tensor({0.1f, 0.8f, 0.1f}) : torch::tensor({0.9f, 0.1f, 0.1f});
@@ -135,7 +211,8 @@ class ClassifyRecipe : public Recipe {
   }
 
   RunContext ctx_;
-  std::shared_ptr<ShapesDataset> val_;
+  ClassifyData data_;
+  std::shared_ptr<const Dataset> val_;
   std::unique_ptr<Loader> train_loader_;
   ViT model_{nullptr};
   std::unique_ptr<ScheduledOptimizer> optim_;
@@ -146,7 +223,7 @@ class ClassifyRecipe : public Recipe {
 
 EF_REGISTER(recipes(), "classify",
             [](const Config& c, const RunContext& ctx) { return std::make_unique<ClassifyRecipe>(c, ctx); },
-            "image classification with a ViT (attention from model.attention) on generated shapes");
+            "image classification with a ViT (attention from model.attention) on generated shapes or one captions attribute");
 
 }  // namespace
 }  // namespace ef

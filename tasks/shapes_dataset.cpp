@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/hdf5_file.h"
+#include "tasks/shape_drawing.h"
 
 namespace ef {
 
@@ -35,43 +36,8 @@ nlohmann::json ShapesParams::to_json() const {
   return {{"n", n}, {"val_fraction", val_fraction}, {"size", size}, {"seed", seed}, {"noise", noise}};
 }
 
-namespace {
-// Is local point (u, v) (shape frame, radius 1) inside shape `cls`?
-bool inside(int cls, double u, double v, double freq) {
-  const double au = std::fabs(u), av = std::fabs(v), r2 = u * u + v * v;
-  const bool in_patch = au <= 0.9 && av <= 0.9;
-  switch (cls) {
-    case 0: return r2 <= 1.0;
-    case 1: return au <= 0.8 && av <= 0.8;
-    case 2: return v >= -0.6 && v <= 0.9 - 1.732 * au;  // upward triangle
-    case 3: return r2 <= 1.0 && r2 >= 0.36;
-    case 4: return (au <= 0.28 && av <= 1.0) || (av <= 0.28 && au <= 1.0);
-    case 5: {
-      double a = (u + v) * 0.7071, b = (u - v) * 0.7071;
-      return (std::fabs(a) <= 0.26 && std::fabs(b) <= 1.0) || (std::fabs(b) <= 0.26 && std::fabs(a) <= 1.0);
-    }
-    case 6: return in_patch && std::sin(v * freq) > 0;
-    case 7: return in_patch && std::sin(u * freq) > 0;
-    case 8: return in_patch && std::sin(u * freq) * std::sin(v * freq) > 0;
-    case 9: {
-      double fu = u * freq / M_PI * 0.5 + 100.0, fv = v * freq / M_PI * 0.5 + 100.0;
-      double du = fu - std::floor(fu) - 0.5, dv = fv - std::floor(fv) - 0.5;
-      return in_patch && du * du + dv * dv < 0.09;
-    }
-  }
-  return false;
-}
-
-uint64_t mix(uint64_t x) {  // splitmix64: decorrelates per-image seeds
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
 std::pair<torch::Tensor, int64_t> draw_shape_image(const ShapesParams& p, int64_t index) {
-  std::mt19937_64 rng(mix(p.seed * 0x100000001b3ULL + static_cast<uint64_t>(index)));
+  std::mt19937_64 rng(splitmix64(p.seed * 0x100000001b3ULL + static_cast<uint64_t>(index)));
   std::uniform_real_distribution<double> U(0.0, 1.0);
   const int cls = static_cast<int>(index % 10);  // balanced classes; shuffling happens in the loader
   const int S = static_cast<int>(p.size);
@@ -89,20 +55,13 @@ std::pair<torch::Tensor, int64_t> draw_shape_image(const ShapesParams& p, int64_
   const double freq = 7.0 + 5.0 * U(rng);
   const double noise = p.noise * U(rng);
   std::normal_distribution<double> N(0.0, 1.0);
-  const double ca = std::cos(angle), sa = std::sin(angle);
+  const PlacedShape shape(static_cast<DrawnShape>(cls), cx, cy, scale, angle, freq);
 
   torch::Tensor img = torch::empty({S, S, 3}, torch::kUInt8);
   uint8_t* out = img.data_ptr<uint8_t>();
   for (int y = 0; y < S; ++y)
     for (int x = 0; x < S; ++x) {
-      // 2x2 supersampling for anti-aliased edges
-      double cover = 0;
-      for (int sy = 0; sy < 2; ++sy)
-        for (int sx = 0; sx < 2; ++sx) {
-          double dx = (x + 0.25 + 0.5 * sx - cx) / scale, dy = (y + 0.25 + 0.5 * sy - cy) / scale;
-          double u = ca * dx + sa * dy, v = -sa * dx + ca * dy;
-          cover += inside(cls, u, -v, freq) ? 0.25 : 0.0;
-        }
+      const double cover = shape.coverage(x, y);  // anti-aliased edges
       double gy = static_cast<double>(y) / S - 0.5;
       for (int c = 0; c < 3; ++c) {
         double b = bg[c] + grad[c] * gy;
