@@ -42,6 +42,7 @@ class UNet2DConditionImpl : public torch::nn::Module {
   // x [B, in_channels, H, W]; timesteps [B] (any dtype, 0..999); context [B, L, cross_attention_dim]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps, const torch::Tensor& context);
   // InstructPix2Pix initialisation: conv_in widened to `in_channels` inputs, new channels' weights zero.
+  // conv_in becomes a new module (same device and dtype): build optimizers after widening.
   void widen_input(int64_t in_channels);
   const UNetOptions& options() const;
 

@@ -133,20 +133,7 @@ void check_unet(const std::string& name) {
   CHECK(max_rel(out, io.at("out")) < 1e-4);
 }
 
-}  // namespace
-
-TEST_CASE("unet: matches diffusers' UNet2DConditionModel with a plain and a cross-attention level, mid attention, conv projections",
-          "[interop][unet]") {
-  check_unet("unet_conv_proj");
-}
-
-TEST_CASE("unet: matches diffusers with linear projections, 2 resnets per level, 2 transformer layers, 8 input channels", "[interop][unet]") {
-  check_unet("unet_linear_proj");
-}
-
-TEST_CASE("unet: matches diffusers with UNetMidBlock2D (no mid attention)", "[interop][unet]") { check_unet("unet_plain_mid"); }
-
-TEST_CASE("unet: widen_input to 8 channels with zero new weights keeps diffusers' 4-channel output", "[interop][unet]") {
+void check_widened() {
   const UNetCase& c = unet_case("unet_conv_proj");
   const fs::path dir = reference_dir();
   ef::UNet2DCondition unet(c.options);
@@ -172,6 +159,17 @@ TEST_CASE("unet: widen_input to 8 channels with zero new weights keeps diffusers
   }
   REQUIRE(unet->conv_in->weight.grad().defined());
   CHECK(unet->conv_in->weight.grad().narrow(1, 4, 4).abs().max().item<double>() > 0.0);
+}
+
+}  // namespace
+
+// One test case with a section per configuration: CTest runs every test case in its own process,
+// and each process pays the Python import once.
+TEST_CASE("unet: matches diffusers' UNet2DConditionModel key for key and output for output", "[interop][unet]") {
+  SECTION("a plain and a cross-attention level, mid attention, conv projections") { check_unet("unet_conv_proj"); }
+  SECTION("linear projections, 2 resnets per level, 2 transformer layers, 8 input channels") { check_unet("unet_linear_proj"); }
+  SECTION("UNetMidBlock2D (no mid attention)") { check_unet("unet_plain_mid"); }
+  SECTION("widen_input to 8 channels with zero new weights keeps diffusers' 4-channel output") { check_widened(); }
 }
 
 TEST_CASE("taesd: encode and decode match diffusers' AutoencoderTiny", "[interop][taesd]") {
