@@ -10,7 +10,6 @@
 
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
-#include "core/safetensors.h"
 #include "core/device.h"
 
 namespace ef {
@@ -163,12 +162,9 @@ void load_module_from_run(const fs::path& run_dir, const std::string& module_nam
   CheckpointStore store(run_dir / "ckpt", 0);
   auto latest = store.latest();
   if (!latest) throw std::runtime_error(run_dir.string() + " has no checkpoint yet (train it first)");
-  fs::path ema = *latest / (module_name + ".ema.safetensors"), raw = *latest / (module_name + ".safetensors");
-  if (!fs::exists(raw)) throw std::runtime_error(latest->string() + " holds no network named \"" + module_name + "\"");
-  TensorMap state = load_safetensors(raw);
-  if (prefer_ema && fs::exists(ema))  // EMA files hold parameters only; buffers stay the raw ones
-    for (auto& [k, v] : load_safetensors(ema)) state[k] = v;
-  load_module_state(module, state, (prefer_ema && fs::exists(ema) ? ema : raw).string());
+  if (!fs::exists(*latest / (module_name + ".safetensors")))
+    throw std::runtime_error(latest->string() + " holds no network named \"" + module_name + "\"");
+  load_module_weights(module, *latest, module_name, prefer_ema);
 }
 
 }  // namespace ef
