@@ -16,6 +16,7 @@ void add_list_and_info(CLI::App& app, Action& action);
 void add_data(CLI::App& app, Action& action);
 void add_render(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
+void add_sample_and_edit(CLI::App& app, Action& action);
 
 // Exit codes
 constexpr int kOk = 0, kFailed = 1, kBadInput = 2, kInterrupted = 130;
