@@ -8,7 +8,7 @@
 set -euo pipefail
 prefix=${1:?usage: scripts/bundle-deps.sh PREFIX}
 packages=(nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev catch2 libhdf5-dev libpng-dev
-          libjpeg62-turbo-dev libprotobuf-dev protobuf-compiler)
+          libjpeg62-turbo-dev libprotobuf-dev protobuf-compiler libonnx-dev libonnxifi)
 arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
 for p in "${packages[@]}"; do
@@ -26,9 +26,9 @@ copy() {  # copy a file or symlink, keeping its path below /usr
 for p in "${packages[@]}"; do
   while read -r f; do
     case "$f" in
-      /usr/include/*|/usr/lib/$arch/*.so*|/usr/lib/*.a|/usr/lib/$arch/cmake/*|/usr/lib/cmake/*|/usr/share/cmake/*|/usr/lib/$arch/pkgconfig/*|/usr/share/pkgconfig/*|/usr/bin/protoc*|/usr/lib/$arch/hdf5/serial/*)
+      /usr/include/*|/usr/lib/$arch/*.so*|/usr/lib/*.so*|/usr/lib/*.a|/usr/lib/$arch/cmake/*|/usr/lib/cmake/*|/usr/share/cmake/*|/usr/lib/$arch/pkgconfig/*|/usr/share/pkgconfig/*|/usr/bin/protoc*|/usr/lib/$arch/hdf5/serial/*)
         case "$f" in *fortran*|*_cpp.so*|*hl_cpp*) continue ;; esac  # C API only
-        case "$f" in *Catch2*.a) ;; *.a) continue ;; esac         # shared libraries, except Catch2's
+        case "$f" in *Catch2*.a|*onnxifi_loader.a) ;; *.a) continue ;; esac  # shared libraries, except what CMake files name
         [ -f "$f" ] || [ -L "$f" ] && copy "$f" ;;
     esac
   done < <(dpkg -L "$p")

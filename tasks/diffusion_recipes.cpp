@@ -8,6 +8,8 @@
 //   edit: per sample u ~ U[0,1) and p = train.cond_dropout (default 0.05, InstructPix2Pix):
 //         u < p drops the text, p <= u < 2p drops text and image, 2p <= u < 3p drops the image
 //         (a dropped image is an all-zero latent, a dropped text the embedding of "").
+// model.weights.{unet, text_encoder, autoencoder}: safetensors files to start from (diffusers' files of the
+// same configuration load as they are); each run writes the diffusers configs of its UNet and autoencoder.
 // An edit run may start from a diffusion run (model.init_from): its UNet, with conv_in widened to
 // the image latent's channels (new weights zero), its text encoder and its autoencoder.
 //
@@ -42,9 +44,23 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
     if (!resuming) {
       if (!init_from.empty()) start_from(resolve_run_folder(init_from, cfg.source() + ": model.init_from"));
       else if (!net_->autoencoder_run().empty()) load_module_from_run(net_->autoencoder_run(), "autoencoder", *net_->autoencoder);
-      else
+      else if (!m.has("weights") || m.json()["weights"].value("autoencoder", "").empty())
         throw ConfigError(cfg.source() + ": model.autoencoder.from_run: name the `autoencoder` run whose latent space to use " +
                           "(train one first: edgeforge train configs/autoencoder-quick.json)");
+    }
+    // Weights from files: diffusers' safetensors (diffusion_pytorch_model.safetensors of a UNet2DConditionModel
+    // or AutoencoderTiny of the same configuration) load as they are, since the names and shapes match.
+    Config files = m.section("weights");
+    for (const auto& [name, module] : modules()) {
+      const std::string file = files.get<std::string>(name, "");
+      if (!file.empty() && !resuming) load_module_state(*module, load_safetensors(file), file);
+    }
+    // The diffusers configs of this run's networks: with a checkpoint's unet.safetensors and
+    // autoencoder.safetensors they make UNet2DConditionModel and AutoencoderTiny in Python.
+    if (!ctx.run_dir.empty()) {
+      fs::create_directories(ctx.run_dir);
+      write_file_atomically(ctx.run_dir / "diffusers_unet_config.json", net_->unet->options().diffusers_config().dump(2));
+      write_file_atomically(ctx.run_dir / "diffusers_autoencoder_config.json", net_->autoencoder->options().diffusers_config().dump(2));
     }
     for (const auto& p : net_->unet->parameters()) params_.push_back(p);
     for (const auto& p : net_->text->parameters()) params_.push_back(p);
