@@ -86,16 +86,33 @@ TEST_CASE("diffusion recipes: autoencoder then text-to-image then editing throug
   for (int i = 0; i < 4; ++i) CHECK(ef::read_png(samples / ("sample_" + std::to_string(i) + ".png")).sizes() == torch::IntArrayRef({16, 16, 3}));
   CHECK(nlohmann::json::parse(std::ifstream(samples / "prompts.json")).size() == 4);
 
+  // a colour classifier on the same captions scores the edits (eval/attr_acc)
+  const fs::path colour = dir.path / "colour";
+  nlohmann::json classify = {
+      {"recipe", "classify"}, {"name", "colour"}, {"seed", 1}, {"device", "cpu"}, {"threads", 1},
+      {"data", {{"kind", "captions"}, {"attribute", "colour"}, {"path", captions.string()},
+                {"generate", {{"n_train", 64}, {"n_val", 8}, {"image_size", 16}, {"seed", 0}}}, {"batch_size", 16}, {"workers", 0}}},
+      {"model", {{"image_size", 16}, {"patch", 4}, {"dim", 16}, {"depth", 1}, {"heads", 2}}},
+      {"train", {{"steps", 8}, {"log_every", 4}, {"eval_every", 0}, {"ckpt_every", 0}, {"tensorboard", false}}},
+      {"eval", {{"batches", 1}, {"batch_size", 8}, {"samples", 2}}}};
+  ef::write_file_atomically(dir.path / "colour.json", classify.dump());
+  r = cli("train " + quote((dir.path / "colour.json").string()) + " --run-dir " + quote(colour.string()) + " --quiet");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+
   // the editing model starts from the text-to-image run
   std::vector<std::string> edit_sets = kTinyDiffusion;
-  for (std::string s : std::vector<std::string>{"train.steps=30", "model.init_from=\"" + t2i.string() + "\"", "data.path=\"" + edits.string() + "\""})
+  for (std::string s : std::vector<std::string>{"train.steps=30", "model.init_from=\"" + t2i.string() + "\"", "data.path=\"" + edits.string() + "\"",
+                                                "eval.attribute_classifier=\"" + colour.string() + "\""})
     edit_sets.push_back(s);
   auto edit_losses = train(cli, "edit-quick.json", editor, edit_sets);
   REQUIRE(edit_losses.size() == 3);
   INFO("edit loss " << edit_losses.front() << " -> " << edit_losses.back());
   CHECK(edit_losses[2] < edit_losses[0]);
   auto edit_final = nlohmann::json::parse(std::ifstream(editor / "final.json"));
-  for (const char* k : {"eval/psnr", "eval/ssim", "eval/loss"}) CHECK(edit_final["metrics"].contains(k));
+  for (const char* k : {"eval/psnr", "eval/ssim", "eval/loss", "eval/attr_acc"}) CHECK(edit_final["metrics"].contains(k));
+  const double attr_acc = edit_final["metrics"]["eval/attr_acc"].get<double>();
+  CHECK((attr_acc >= 0 && attr_acc <= 1));
 
   // a folder of video frames -> one edited frame per input, named after it
   const fs::path frames = dir.path / "frames", out = dir.path / "edited";
