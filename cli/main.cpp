@@ -5,8 +5,10 @@
 
 #include "cli/commands.h"
 #include "core/config.h"
+#include "core/cxx_runtime.h"
 
 int main(int argc, char** argv) {
+  ef::ensure_cxx_runtime_binds_first(argv);
   CLI::App app{"EdgeForge: train, distill, fine-tune and export efficient vision models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "edgeforge 0.1.0");
