@@ -116,6 +116,16 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
     return torch::where(keep.view(shape), a, b);
   }
 
+  // A sample grid as <name>_step_<step>.png, the texts it shows as .json beside it, and in TensorBoard.
+  static void write_sample_grid(const fs::path& dir, const std::string& name, int64_t step, const torch::Tensor& grid,
+                                const std::vector<std::string>& texts, MetricLogger& log, const std::string& tag) {
+    fs::create_directories(dir);
+    const std::string stem = name + "_step_" + std::to_string(step);
+    write_png(dir / (stem + ".png"), to_uint8_hwc(grid));
+    write_file_atomically(dir / (stem + ".json"), nlohmann::json(texts).dump(1));
+    log.image(tag, step, grid);
+  }
+
   // The held-out denoising loss at a fixed seed (the same t and eps at every evaluation).
   double heldout_loss(const Dataset& val) {
     torch::NoGradGuard no_grad;
@@ -198,11 +208,7 @@ class TextToImageRecipe : public DiffusionRecipeBase {
     for (int64_t i = 0; i < k; ++i) prompts.push_back(val_->text_at(i));
     torch::Tensor images = net_->generate(prompts, image_size_, eval_sampler_, guidance_, ctx_.seed);
     torch::Tensor grid = make_grid((images.to(torch::kCPU) + 1) / 2, std::min<int64_t>(k, 8));
-    fs::create_directories(dir);
-    const std::string stem = "samples_step_" + std::to_string(step);
-    write_png(dir / (stem + ".png"), to_uint8_hwc(grid));
-    write_file_atomically(dir / (stem + ".json"), nlohmann::json(prompts).dump(1));
-    log.image("samples/text_to_image", step, grid);
+    write_sample_grid(dir, "samples", step, grid, prompts, log, "samples/text_to_image");
   }
 
  protected:
@@ -276,11 +282,7 @@ class EditRecipe : public DiffusionRecipeBase {
     torch::Tensor edited = net_->edit(b.at("source").to(ctx_.device), instructions, eval_sampler_, guidance_, ctx_.seed).to(torch::kCPU);
     // rows: inputs, edits, targets
     torch::Tensor grid = make_grid((torch::cat({b.at("source"), edited, b.at("target")}) + 1) / 2, k);
-    fs::create_directories(dir);
-    const std::string stem = "edits_step_" + std::to_string(step);
-    write_png(dir / (stem + ".png"), to_uint8_hwc(grid));
-    write_file_atomically(dir / (stem + ".json"), nlohmann::json(instructions).dump(1));
-    log.image("samples/edits", step, grid);
+    write_sample_grid(dir, "edits", step, grid, instructions, log, "samples/edits");
   }
 
  protected:
