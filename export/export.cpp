@@ -29,6 +29,15 @@ ExportTargetRegistry& export_targets() {
   return r;
 }
 
+void for_each_batch(const Dataset& data, int64_t n, int64_t batch, const std::function<void(const Batch&)>& take) {
+  const int64_t count = n <= 0 ? data.size() : std::min(n, data.size());
+  for (int64_t b = 0; b + batch <= count; b += batch) {
+    std::vector<Sample> samples;
+    for (int64_t i = b; i < b + batch; ++i) samples.push_back(data.get(i));
+    take(collate(samples));
+  }
+}
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -40,15 +49,19 @@ import numpy as np
 import onnxruntime as ort
 model, inputs, outputs, meta = sys.argv[1:5]
 m = json.load(open(meta))
-x = np.fromfile(inputs, dtype=np.float32).reshape([-1] + m["shape"])
+shapes = m["shapes"]
+sizes = [int(np.prod(s)) for s in shapes]
+raw = np.fromfile(inputs, dtype=np.float32).reshape(-1, sum(sizes))
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = m.get("threads", 0)
 s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-name = s.get_inputs()[0].name
+names = [i.name for i in s.get_inputs()]
 ys, times = [], []
-for i in range(x.shape[0]):
+for row in raw:
+    parts = np.split(row, np.cumsum(sizes)[:-1])
+    feed = {n: p.reshape(shape) for n, p, shape in zip(names, parts, shapes)}
     t0 = time.perf_counter()
-    ys.append(s.run(None, {name: x[i]})[0])
+    ys.append(s.run(None, feed)[0])
     times.append(time.perf_counter() - t0)
 np.stack(ys).astype(np.float32).tofile(outputs)
 print(json.dumps({"latency_ms": 1000 * float(np.median(times)), "shape": list(ys[0].shape)}))
@@ -65,7 +78,7 @@ struct OrtResult {
   double latency_ms = 0;
 };
 
-OrtResult run_onnxruntime(const std::string& python, const std::string& model_bytes, const std::vector<torch::Tensor>& inputs) {
+OrtResult run_onnxruntime(const std::string& python, const std::string& model_bytes, const std::vector<Inputs>& inputs) {
   const fs::path dir = fs::temp_directory_path() / ("edgeforge-ort-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand()));
   fs::create_directories(dir);
   struct Cleanup {
@@ -76,11 +89,14 @@ OrtResult run_onnxruntime(const std::string& python, const std::string& model_by
     std::ofstream(dir / "model.onnx", std::ios::binary) << model_bytes;
     std::ofstream(dir / "run.py") << kOrtScript;
     std::ofstream in(dir / "inputs.bin", std::ios::binary);
-    for (const auto& x : inputs) {
-      torch::Tensor c = x.to(torch::kFloat).contiguous();
-      in.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
-    }
-    std::ofstream(dir / "meta.json") << nlohmann::json({{"shape", inputs.at(0).sizes().vec()}}).dump();
+    for (const auto& call : inputs)
+      for (const auto& x : call) {
+        torch::Tensor c = x.to(torch::kFloat).contiguous();
+        in.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+      }
+    nlohmann::json shapes = nlohmann::json::array();
+    for (const auto& x : inputs.at(0)) shapes.push_back(x.sizes().vec());
+    std::ofstream(dir / "meta.json") << nlohmann::json({{"shapes", shapes}}).dump();
   }
   std::string cmd = shell_quote(python) + " " + shell_quote((dir / "run.py").string()) + " " + shell_quote((dir / "model.onnx").string()) + " " +
                     shell_quote((dir / "inputs.bin").string()) + " " + shell_quote((dir / "outputs.bin").string()) + " " +
@@ -139,6 +155,7 @@ std::string report_markdown(const nlohmann::json& r) {
   md << "\n## Agreement\n\n";
   md << "- traced graph vs module (max relative error): " << r["agreement"]["graph_vs_module"].dump() << "\n";
   md << "- ONNX Runtime vs simulation (max relative error): " << r["agreement"]["onnxruntime_vs_simulated"].dump() << "\n";
+  md << "- ONNX Runtime vs the float module (max relative error): " << r["agreement"]["onnxruntime_vs_float"].dump() << "\n";
   if (r.contains("onnxruntime_latency_ms")) md << "- ONNX Runtime CPU latency per batch: " << r["onnxruntime_latency_ms"].dump() << " ms\n";
   if (!r["layer_errors"].empty()) {
     md << "\n## Largest per-layer errors (quantized vs float activations)\n\n| tensor | relative L2 error | SQNR dB |\n|---|---|---|\n";
@@ -173,9 +190,9 @@ nlohmann::json run_export(const ExportOptions& o) {
   torch::Tensor module_out;
   {
     torch::NoGradGuard ng;
-    module_out = spec.forward(spec.example);
+    module_out = spec.forward(spec.examples);
   }
-  const double graph_vs_module = max_rel(float_graph.run1(spec.example), module_out);
+  const double graph_vs_module = max_rel(float_graph.run1(spec.examples), module_out);
   if (!(graph_vs_module < 1e-3))
     throw std::runtime_error("export: the lowered graph disagrees with the module (max relative error " + fmt(graph_vs_module) + ")");
   const std::string fp32_bytes = onnx_model_bytes(cap.graph);
@@ -183,7 +200,7 @@ nlohmann::json run_export(const ExportOptions& o) {
   QuantizedGraph qg;
   int64_t calib_count = 0;
   if (scheme.quantized()) {
-    std::vector<torch::Tensor> calib = target->calibration(calib_n, o.batch);
+    std::vector<Inputs> calib = target->calibration(model, calib_n, o.batch);
     if (calib.empty()) throw std::invalid_argument("export: --calib " + std::to_string(calib_n) + " gives no full batch of " + std::to_string(o.batch));
     calib_count = static_cast<int64_t>(calib.size()) * o.batch;
     qg = insert_qdq(cap, calibrate(cap, calib, scheme), scheme);
@@ -195,7 +212,7 @@ nlohmann::json run_export(const ExportOptions& o) {
   const std::string bytes = onnx_model_bytes(qg.graph);
 
   // held-out metric: the module, the simulation (the exported graph in LibTorch), ONNX Runtime
-  Heldout held = target->heldout(o.eval_samples, o.batch);
+  Heldout held = target->heldout(model, o.eval_samples, o.batch);
   Interpreter sim(qg.graph);
   std::vector<torch::Tensor> float_out, sim_out;
   {
@@ -210,16 +227,21 @@ nlohmann::json run_export(const ExportOptions& o) {
                            {"eval_samples", static_cast<int64_t>(held.inputs.size()) * o.batch}, {"batch", o.batch}, {"opset", kOnnxOpset}};
   report["size"] = {{"fp32_bytes", fp32_bytes.size()}, {"onnx_bytes", bytes.size()},
                     {"ratio", static_cast<double>(bytes.size()) / static_cast<double>(fp32_bytes.size())}};
-  report["metric"] = {{"name", target->metric_name()}, {"float", target->metric(float_out, held.targets)},
-                      {"simulated", target->metric(sim_out, held.targets)}, {"onnxruntime", nullptr}};
-  report["agreement"] = {{"graph_vs_module", graph_vs_module}, {"onnxruntime_vs_simulated", nullptr}};
+  report["metric"] = {{"name", target->metric_name(model)}, {"higher_is_better", target->higher_is_better(model)},
+                      {"float", target->metric(model, float_out, held.targets)}, {"simulated", target->metric(model, sim_out, held.targets)},
+                      {"onnxruntime", nullptr}};
+  report["agreement"] = {{"graph_vs_module", graph_vs_module}, {"onnxruntime_vs_simulated", nullptr}, {"onnxruntime_vs_float", nullptr}};
   const std::string python = default_python(o.python);
   if (o.run_onnxruntime && !python.empty() && !held.inputs.empty()) {
     OrtResult ort = run_onnxruntime(python, bytes, held.inputs);
-    report["metric"]["onnxruntime"] = target->metric(ort.outputs, held.targets);
-    double worst = 0;
-    for (size_t i = 0; i < ort.outputs.size(); ++i) worst = std::max(worst, max_rel(ort.outputs[i], sim_out[i]));
+    report["metric"]["onnxruntime"] = target->metric(model, ort.outputs, held.targets);
+    double worst = 0, worst_float = 0;
+    for (size_t i = 0; i < ort.outputs.size(); ++i) {
+      worst = std::max(worst, max_rel(ort.outputs[i], sim_out[i]));
+      worst_float = std::max(worst_float, max_rel(ort.outputs[i].view_as(float_out[i]), float_out[i]));
+    }
     report["agreement"]["onnxruntime_vs_simulated"] = worst;
+    report["agreement"]["onnxruntime_vs_float"] = worst_float;
     report["onnxruntime_latency_ms"] = ort.latency_ms;
   }
 
@@ -258,7 +280,7 @@ nlohmann::json run_export(const ExportOptions& o) {
     std::ofstream(tmp / "report.md") << report_markdown(report);
   });
   spdlog::info("export: wrote {} ({} bytes, {} {:.4f} float / {:.4f} simulated)", (out_dir / "model.onnx").string(), bytes.size(),
-               target->metric_name(), report["metric"]["float"].get<double>(), report["metric"]["simulated"].get<double>());
+               target->metric_name(model), report["metric"]["float"].get<double>(), report["metric"]["simulated"].get<double>());
   return report;
 }
 

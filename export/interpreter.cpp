@@ -1,6 +1,8 @@
 #include "export/interpreter.h"
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 namespace ef::exporter {
@@ -29,6 +31,10 @@ int64_t attr_i(const Node& n, const std::string& k, int64_t fallback) {
 float attr_f(const Node& n, const std::string& k, float fallback) {
   auto it = n.attrs.find(k);
   return it == n.attrs.end() ? fallback : it->second.f;
+}
+std::string attr_s(const Node& n, const std::string& k) {
+  auto it = n.attrs.find(k);
+  return it == n.attrs.end() ? std::string() : it->second.s;
 }
 std::vector<int64_t> attr_ints(const Node& n, const std::string& k) {
   auto it = n.attrs.find(k);
@@ -94,8 +100,12 @@ Interpreter::Interpreter(const Graph& graph) : graph_(graph) {
   for (const auto& [name, init] : graph.initializers) constants_[name] = to_tensor(init);
 }
 
-torch::Tensor Interpreter::run1(const torch::Tensor& input, const Observer& observe) const {
-  auto out = run({{graph_.inputs.at(0).name, input}}, observe);
+torch::Tensor Interpreter::run1(const std::vector<torch::Tensor>& inputs, const Observer& observe) const {
+  if (inputs.size() != graph_.inputs.size())
+    throw std::runtime_error("export interpreter: the graph has " + std::to_string(graph_.inputs.size()) + " inputs, given " + std::to_string(inputs.size()));
+  std::map<std::string, torch::Tensor> named;
+  for (size_t k = 0; k < inputs.size(); ++k) named[graph_.inputs[k].name] = inputs[k];
+  auto out = run(named, observe);
   return out.at(graph_.outputs.at(0).name);
 }
 
@@ -188,6 +198,45 @@ std::map<std::string, torch::Tensor> Interpreter::run(const std::map<std::string
       out = {std::get<0>(r), std::get<1>(r)};
     } else if (op == "GatherElements") out = {x.gather(attr_i(n, "axis", 0), get(n, 1))};
     else if (op == "ScatterElements") out = {x.scatter(attr_i(n, "axis", 0), get(n, 1), get(n, 2))};
+    else if (op == "Sin") out = {torch::sin(x)};
+    else if (op == "Cos") out = {torch::cos(x)};
+    else if (op == "Clip") {
+      auto lo = get(n, 1), hi = get(n, 2);
+      out = {torch::clamp(x, lo.defined() ? std::optional<at::Scalar>(lo.item()) : std::nullopt,
+                          hi.defined() ? std::optional<at::Scalar>(hi.item()) : std::nullopt)};
+    } else if (op == "AveragePool") {
+      auto pads = attr_ints(n, "pads");
+      out = {torch::avg_pool2d(x, attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), {pads[0], pads[1]}, attr_i(n, "ceil_mode", 0) != 0,
+                               attr_i(n, "count_include_pad", 0) != 0)};
+    } else if (op == "Resize") {
+      auto s = get(n, 3);
+      std::vector<int64_t> size(s.data_ptr<int64_t>() + 2, s.data_ptr<int64_t>() + s.numel());
+      const std::string mode = attr_s(n, "mode"), ctm = attr_s(n, "coordinate_transformation_mode");
+      if (mode == "linear" && (ctm == "align_corners" || ctm == "pytorch_half_pixel"))
+        out = {torch::upsample_bilinear2d(x, size, ctm == "align_corners")};
+      else if (mode == "nearest" && ctm == "asymmetric" && attr_s(n, "nearest_mode") == "floor")
+        out = {torch::upsample_nearest2d(x, size)};
+      else
+        throw std::runtime_error("export interpreter: Resize mode " + mode + "/" + ctm + " is not implemented");
+    } else if (op == "GridSample") {
+      static const std::vector<std::string> modes = {"bilinear", "nearest", "bicubic"}, pads = {"zeros", "border", "reflection"};
+      const auto mode = std::find(modes.begin(), modes.end(), attr_s(n, "mode")) - modes.begin();
+      const auto pad = std::find(pads.begin(), pads.end(), attr_s(n, "padding_mode")) - pads.begin();
+      out = {torch::grid_sampler(x, get(n, 1), mode, pad, attr_i(n, "align_corners", 0) != 0)};
+    } else if (op == "InstanceNormalization") {
+      out = {torch::instance_norm(x, get(n, 1), get(n, 2), {}, {}, true, 0.0, attr_f(n, "epsilon", 1e-5f), false)};
+    } else if (op == "Pad") {
+      auto p = get(n, 1);
+      std::vector<int64_t> pads(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
+      const int64_t r = x.dim();
+      std::vector<int64_t> torch_pads;  // last dim first: (begin, end) pairs
+      for (int64_t d = r - 1; d >= 0; --d) {
+        torch_pads.push_back(pads[d]);
+        torch_pads.push_back(pads[r + d]);
+      }
+      auto v = get(n, 2);
+      out = {torch::constant_pad_nd(x, torch_pads, v.defined() ? v.item<double>() : 0.0)};
+    }
     else if (op == "Identity") out = {x};
     else if (op == "Cast") out = {x.to(scalar(static_cast<DType>(attr_i(n, "to", 1))))};
     else if (op == "QuantizeLinear") {

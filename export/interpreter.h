@@ -22,7 +22,9 @@ class Interpreter {
   using Observer = std::function<void(const std::string& name, const torch::Tensor& value)>;
   // inputs by graph input name -> the graph outputs by name
   std::map<std::string, torch::Tensor> run(const std::map<std::string, torch::Tensor>& inputs, const Observer& observe = {}) const;
-  torch::Tensor run1(const torch::Tensor& input, const Observer& observe = {}) const;
+  // inputs in the graph's input order -> its (first) output
+  torch::Tensor run1(const std::vector<torch::Tensor>& inputs, const Observer& observe = {}) const;
+  torch::Tensor run1(const torch::Tensor& input, const Observer& observe = {}) const { return run1(std::vector<torch::Tensor>{input}, observe); }
 
  private:
   const Graph& graph_;

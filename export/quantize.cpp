@@ -86,12 +86,13 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   return s;
 }
 
-std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<torch::Tensor>& inputs, const QuantScheme& scheme) {
+std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<Inputs>& inputs, const QuantScheme& scheme) {
   std::map<std::string, Observer> obs;
   for (const auto& p : captured.activation_points) obs[p];
   Interpreter interp(captured.graph);
   for (const auto& x : inputs) {
-    if (obs.count(captured.graph.inputs.at(0).name)) obs[captured.graph.inputs.at(0).name].add(x);
+    for (size_t k = 0; k < x.size() && k < captured.graph.inputs.size(); ++k)
+      if (obs.count(captured.graph.inputs[k].name)) obs[captured.graph.inputs[k].name].add(x[k]);
     interp.run1(x, [&](const std::string& name, const torch::Tensor& v) {
       auto it = obs.find(name);
       if (it != obs.end()) it->second.add(v);

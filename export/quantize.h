@@ -25,7 +25,8 @@ struct ActRange {
 };
 
 // Runs the float graph on the calibration inputs and returns a range per activation point.
-std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<torch::Tensor>& inputs, const QuantScheme& scheme);
+// Each element of `inputs` is one call's graph inputs.
+std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<Inputs>& inputs, const QuantScheme& scheme);
 
 struct QuantizedGraph {
   Graph graph;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/data.h"
 #include "core/registry.h"
 #include "core/run.h"
 #include "export/capture.h"
@@ -14,7 +15,7 @@
 namespace ef::exporter {
 
 struct Heldout {
-  std::vector<torch::Tensor> inputs;   // each one batch of the export's fixed batch size
+  std::vector<Inputs> inputs;          // each one batch of the export's fixed batch size (every graph input)
   std::vector<torch::Tensor> targets;  // matching labels / ground truth
 };
 
@@ -24,13 +25,19 @@ class ExportTarget {
   virtual std::vector<std::string> models() const = 0;  // exportable names in the recipe's modules()
   // The module `model`, called on an example batch of `batch` samples.
   virtual CaptureSpec spec(const std::string& model, int64_t batch) = 0;
-  // n samples of the run's training data, as batches of `batch` (calibration).
-  virtual std::vector<torch::Tensor> calibration(int64_t n, int64_t batch) = 0;
-  // n held-out samples (all when n <= 0), as batches of `batch`.
-  virtual Heldout heldout(int64_t n, int64_t batch) = 0;
-  virtual std::string metric_name() const = 0;  // e.g. "acc" (higher is better)
-  virtual double metric(const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const = 0;
+  // n samples of the run's training data, as batches of `batch` (calibration), for `model`.
+  virtual std::vector<Inputs> calibration(const std::string& model, int64_t n, int64_t batch) = 0;
+  // n held-out samples (all when n <= 0), as batches of `batch`, for `model`.
+  virtual Heldout heldout(const std::string& model, int64_t n, int64_t batch) = 0;
+  // The recipe's own eval metric of `model`'s outputs, e.g. "acc" or "epe".
+  virtual std::string metric_name(const std::string& model) const = 0;
+  virtual bool higher_is_better(const std::string& model) const = 0;
+  virtual double metric(const std::string& model, const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const = 0;
 };
+
+// Collates samples [0, n) of `data` (all when n <= 0) into whole batches of `batch` samples and
+// hands each to `take`: the targets' calibration and held-out sets.
+void for_each_batch(const Dataset& data, int64_t n, int64_t batch, const std::function<void(const Batch&)>& take);
 
 using ExportTargetRegistry = Registry<ExportTarget, OpenedRun&>;
 ExportTargetRegistry& export_targets();

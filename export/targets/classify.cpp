@@ -9,7 +9,7 @@ namespace {
 
 class ClassifyTarget : public ExportTarget {
  public:
-  explicit ClassifyTarget(OpenedRun& run) : run_(run) {
+  explicit ClassifyTarget(OpenedRun& run) {
     auto mods = run.recipe->modules();
     auto it = mods.find("model");
     vit_ = it == mods.end() ? nullptr : dynamic_cast<ViTImpl*>(it->second);
@@ -21,23 +21,29 @@ class ClassifyTarget : public ExportTarget {
     if (model != "model") throw std::invalid_argument("export: classify has no model '" + model + "' (exportable: model)");
     CaptureSpec s;
     s.module = vit_;
-    s.forward = [this](const torch::Tensor& x) { return vit_->forward(x); };
+    s.forward = [this](const Inputs& x) { return vit_->forward(x.at(0)); };
     const auto& o = vit_->options();
-    s.example = torch::rand({batch, o.in_channels, o.image_size, o.image_size});
-    s.input_name = "image";
+    s.examples = {torch::rand({batch, o.in_channels, o.image_size, o.image_size})};
+    s.input_names = {"image"};
     s.output_name = "logits";
     return s;
   }
-  std::vector<torch::Tensor> calibration(int64_t n, int64_t batch) override {
-    return batches(ShapesDataset(data_path_, "train"), n, batch, nullptr);
+  std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
+    std::vector<Inputs> out;
+    for_each_batch(ShapesDataset(data_path_, "train"), n, batch, [&](const Batch& b) { out.push_back({b.at("image")}); });
+    return out;
   }
-  Heldout heldout(int64_t n, int64_t batch) override {
+  Heldout heldout(const std::string&, int64_t n, int64_t batch) override {
     Heldout h;
-    h.inputs = batches(ShapesDataset(data_path_, "val"), n, batch, &h.targets);
+    for_each_batch(ShapesDataset(data_path_, "val"), n, batch, [&](const Batch& b) {
+      h.inputs.push_back({b.at("image")});
+      h.targets.push_back(b.at("label"));
+    });
     return h;
   }
-  std::string metric_name() const override { return "acc"; }
-  double metric(const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const override {
+  std::string metric_name(const std::string&) const override { return "acc"; }
+  bool higher_is_better(const std::string&) const override { return true; }
+  double metric(const std::string&, const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const override {
     double correct = 0, total = 0;
     for (size_t i = 0; i < outputs.size(); ++i) {
       correct += (outputs[i].argmax(-1) == targets[i]).sum().item<double>();
@@ -47,20 +53,6 @@ class ClassifyTarget : public ExportTarget {
   }
 
  private:
-  static std::vector<torch::Tensor> batches(const ShapesDataset& d, int64_t n, int64_t batch, std::vector<torch::Tensor>* labels) {
-    const int64_t count = n <= 0 ? d.size() : std::min(n, d.size());
-    std::vector<torch::Tensor> out;
-    for (int64_t b = 0; b + batch <= count; b += batch) {
-      std::vector<Sample> samples;
-      for (int64_t i = b; i < b + batch; ++i) samples.push_back(d.get(i));
-      Batch x = collate(samples);
-      out.push_back(x["image"]);
-      if (labels) labels->push_back(x["label"]);
-    }
-    return out;
-  }
-
-  OpenedRun& run_;
   ViTImpl* vit_ = nullptr;
   std::string data_path_;
 };

@@ -14,6 +14,7 @@
 #include "export/onnx_writer.h"
 #include "export/quantize.h"
 #include "export/target.h"
+#include "tests/export/onnx_check.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -35,34 +36,6 @@ fs::path tiny_run(const fs::path& dir, const nlohmann::json& attention) {
   o.quiet = true;
   o.run_dir = dir / "run";
   return ef::launch_training(dir / "tiny.json", o).run_dir;
-}
-
-void write_raw(const fs::path& path, const torch::Tensor& t) {
-  torch::Tensor c = t.to(torch::kFloat).contiguous();
-  std::ofstream(path, std::ios::binary).write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
-}
-
-torch::Tensor read_raw(const fs::path& path, const torch::IntArrayRef& shape) {
-  std::string bytes = ef::read_file(path);
-  return torch::from_blob(bytes.data(), shape, torch::kFloat).clone();
-}
-
-// check_onnx.py: the checker, ONNX Runtime on `input` (output written beside it), encodings names.
-nlohmann::json check_onnx(const fs::path& model, const torch::Tensor& input, const fs::path& work, torch::Tensor* output,
-                          const fs::path& encodings = {}, bool optimize = true) {
-  write_raw(work / "input.bin", input);
-  const std::string python = ef::test::env_or_fail("EDGEFORGE_PYTHON");
-  const fs::path script = fs::path(ef::test::source_dir()) / "tests/interop/check_onnx.py";
-  std::string cmd = ef::test::quote(python) + " " + ef::test::quote(script.string()) + " " + ef::test::quote(model.string()) + " " +
-                    ef::test::quote((work / "input.bin").string()) + " " + ef::test::quote((work / "output.bin").string());
-  if (!encodings.empty()) cmd += " --encodings " + ef::test::quote(encodings.string());
-  if (!optimize) cmd += " --no-optimize";
-  auto r = ef::test::run_command(cmd);
-  INFO(r.output);
-  REQUIRE(r.exit_code == 0);
-  nlohmann::json j = nlohmann::json::parse(r.output.substr(r.output.rfind('{')));
-  *output = read_raw(work / "output.bin", j.at("output_shape").get<std::vector<int64_t>>());
-  return j;
 }
 
 double max_rel(const torch::Tensor& a, const torch::Tensor& ref) {
@@ -98,10 +71,10 @@ TEST_CASE("export: fp32 ONNX of the classify ViT matches LibTorch in ONNX Runtim
       {
         torch::NoGradGuard ng;
         model->eval();
-        expected = spec.forward(x);
+        expected = spec.forward({x});
       }
       torch::Tensor got;
-      nlohmann::json info = check_onnx(o.out_dir / "model.onnx", x, dir.path, &got);
+      nlohmann::json info = ef::test::check_onnx(o.out_dir / "model.onnx", x, dir.path, &got);
       CHECK(info["opset"].get<int>() == 17);
       INFO("ops: " << info["ops"].dump());
       CHECK(max_rel(got, expected) < 1e-4);
@@ -132,11 +105,13 @@ TEST_CASE("export: w8a8 QDQ runs in ONNX Runtime like the LibTorch simulation an
   auto spec = target->spec("model", 1);
   auto cap = ef::exporter::capture(spec);
   auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
-  auto qg = ef::exporter::insert_qdq(cap, ef::exporter::calibrate(cap, target->calibration(32, 1), scheme), scheme);
+  auto qg = ef::exporter::insert_qdq(cap, ef::exporter::calibrate(cap, target->calibration("model", 32, 1), scheme), scheme);
   CHECK_NOTHROW(ef::exporter::onnx_model_bytes(qg.graph));  // the in-process checker accepts it too
   ef::exporter::Interpreter sim(qg.graph);
-  auto held = target->heldout(6, 1);
-  torch::Tensor x = torch::cat(held.inputs).view({6, 1, 3, 16, 16});
+  auto held = target->heldout("model", 6, 1);
+  std::vector<torch::Tensor> images;
+  for (const auto& in : held.inputs) images.push_back(in.at(0));
+  torch::Tensor x = torch::stack(images);
   // the logits' quantization step: the scale of the last activation quantizer before the output
   std::string last;
   for (const auto& n : qg.graph.nodes)
@@ -150,7 +125,7 @@ TEST_CASE("export: w8a8 QDQ runs in ONNX Runtime like the LibTorch simulation an
     torch::Tensor expected = sim.run1(x[i]);
     for (int opt = 0; opt < 2; ++opt) {
       torch::Tensor got;
-      nlohmann::json info = check_onnx(dir.path / "w8a8" / "model.onnx", x[i], dir.path, &got, dir.path / "w8a8" / "encodings.json", opt == 1);
+      nlohmann::json info = ef::test::check_onnx(dir.path / "w8a8" / "model.onnx", x[i], dir.path, &got, dir.path / "w8a8" / "encodings.json", opt == 1);
       CHECK(info["encodings"].get<int>() > 0);
       CHECK(info["encodings_missing"].empty());
       CHECK(info["version"] == "0.6.1");
@@ -177,8 +152,8 @@ TEST_CASE("export: an op outside the lowering table fails with its name", "[expo
   auto net = std::make_shared<CumsumNet>();
   ef::exporter::CaptureSpec spec;
   spec.module = net.get();
-  spec.forward = [&](const torch::Tensor& x) { return net->forward(x); };
-  spec.example = torch::rand({2, 4});
+  spec.forward = [&](const ef::exporter::Inputs& x) { return net->forward(x.at(0)); };
+  spec.examples = {torch::rand({2, 4})};
   REQUIRE_THROWS_WITH(ef::exporter::capture(spec), Contains("unsupported op aten::cumsum"));
 }
 
@@ -225,6 +200,6 @@ TEST_CASE("export: w4a8 and w8a16 write their bit widths and run in ONNX Runtime
     for (const auto& [name, e] : enc["param_encodings"].items()) CHECK(e[0]["bitwidth"].get<int>() == wbits);
     for (const auto& [name, e] : enc["activation_encodings"].items()) CHECK(e[0]["bitwidth"].get<int>() == abits);
     torch::Tensor got;
-    check_onnx(o.out_dir / "model.onnx", torch::rand({1, 3, 16, 16}), dir.path, &got, o.out_dir / "encodings.json");
+    ef::test::check_onnx(o.out_dir / "model.onnx", torch::rand({1, 3, 16, 16}), dir.path, &got, o.out_dir / "encodings.json");
   }
 }

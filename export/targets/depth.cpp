@@ -1,0 +1,73 @@
+// Export target of the `depth` recipe: the ViT encoder + dense decoder ("model"), an image in,
+// metric depth out. Calibrated on the training split, measured by AbsRel on the validation split
+// with the recipe's NYU protocol (depth.min / depth.max).
+#include "export/target.h"
+#include "core/data_gen.h"
+#include "tasks/depth.h"
+#include "tasks/depth_scenes.h"
+
+namespace ef::exporter {
+namespace {
+
+class DepthTarget : public ExportTarget {
+ public:
+  explicit DepthTarget(OpenedRun& run) {
+    auto mods = run.recipe->modules();
+    auto it = mods.find("model");
+    net_ = it == mods.end() ? nullptr : dynamic_cast<DepthNetImpl*>(it->second);
+    if (!net_) throw std::runtime_error("export: the depth recipe holds no depth network named 'model'");
+    path_ = prepare_dataset(run.config.section("data"), "depth-scenes");
+    DepthScenesDataset val(path_, "val");
+    size_ = val.image_size();
+    Config d = run.config.section("depth");
+    min_depth_ = d.get<double>("min", 1e-3);
+    max_depth_ = d.get<double>("max", val.max_depth());
+  }
+  std::vector<std::string> models() const override { return {"model"}; }
+  CaptureSpec spec(const std::string& model, int64_t batch) override {
+    if (model != "model") throw std::invalid_argument("export: depth has no model '" + model + "' (exportable: model)");
+    CaptureSpec s;
+    s.module = net_;
+    s.forward = [this](const Inputs& x) { return net_->forward(x.at(0)); };
+    s.examples = {torch::rand({batch, 3, size_, size_})};
+    s.input_names = {"image"};
+    s.output_name = "depth";
+    return s;
+  }
+  std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
+    std::vector<Inputs> out;
+    for_each_batch(DepthScenesDataset(path_, "train"), n, batch, [&](const Batch& b) { out.push_back({b.at("image")}); });
+    return out;
+  }
+  Heldout heldout(const std::string&, int64_t n, int64_t batch) override {
+    Heldout h;
+    for_each_batch(DepthScenesDataset(path_, "val"), n, batch, [&](const Batch& b) {
+      h.inputs.push_back({b.at("image")});
+      h.targets.push_back(b.at("depth"));
+    });
+    return h;
+  }
+  std::string metric_name(const std::string&) const override { return "abs_rel"; }
+  bool higher_is_better(const std::string&) const override { return false; }
+  double metric(const std::string&, const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const override {
+    double sum = 0, images = 0;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      sum += depth_metric_sums(outputs[i].view_as(targets[i]), targets[i], min_depth_, max_depth_).at("abs_rel");
+      images += static_cast<double>(targets[i].size(0));
+    }
+    return images > 0 ? sum / images : 0.0;
+  }
+
+ private:
+  DepthNetImpl* net_ = nullptr;
+  std::filesystem::path path_;
+  int64_t size_ = 0;
+  double min_depth_ = 1e-3, max_depth_ = 10;
+};
+
+}  // namespace
+
+EF_REGISTER(export_targets(), "depth", [](OpenedRun& run) { return std::make_unique<DepthTarget>(run); },
+            "the depth network: an image -> metric depth, AbsRel");
+
+}  // namespace ef::exporter
