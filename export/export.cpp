@@ -204,6 +204,9 @@ nlohmann::json run_export(const ExportOptions& o) {
     if (calib.empty()) throw std::invalid_argument("export: --calib " + std::to_string(calib_n) + " gives no full batch of " + std::to_string(o.batch));
     calib_count = static_cast<int64_t>(calib.size()) * o.batch;
     qg = insert_qdq(cap, calibrate(cap, calib, scheme), scheme);
+  } else if (scheme.half) {
+    qg.graph = to_half(cap.graph);
+    for (const auto& t : cap.activation_points) qg.dequantized[t] = t;  // per-layer errors: the same tensors in half precision
   } else {
     qg.graph = cap.graph;
   }
@@ -247,7 +250,7 @@ nlohmann::json run_export(const ExportOptions& o) {
 
   // per-layer errors: each quantized activation against the same tensor of the float graph
   nlohmann::json layers = nlohmann::json::array();
-  if (scheme.quantized() && !held.inputs.empty()) {
+  if ((scheme.quantized() || scheme.half) && !held.inputs.empty()) {
     std::map<std::string, torch::Tensor> ref, got;
     std::map<std::string, std::string> back;
     for (const auto& [t, dq] : qg.dequantized) back[dq] = t;

@@ -97,7 +97,13 @@ Initializer from_tensor(const std::string& name, const torch::Tensor& t) {
 }
 
 Interpreter::Interpreter(const Graph& graph) : graph_(graph) {
-  for (const auto& [name, init] : graph.initializers) constants_[name] = to_tensor(init);
+  for (const auto& [name, init] : graph.initializers) {
+    constants_[name] = to_tensor(init);
+    if (init.dtype == DType::Float16) half_storage_ = true;
+  }
+  if (half_storage_)  // fp16 graphs: half-precision values, float arithmetic (see run)
+    for (auto& [name, t] : constants_)
+      if (t.scalar_type() == at::kHalf) t = t.to(torch::kFloat);
 }
 
 torch::Tensor Interpreter::run1(const std::vector<torch::Tensor>& inputs, const Observer& observe) const {
@@ -238,7 +244,10 @@ std::map<std::string, torch::Tensor> Interpreter::run(const std::map<std::string
       out = {torch::constant_pad_nd(x, torch_pads, v.defined() ? v.item<double>() : 0.0)};
     }
     else if (op == "Identity") out = {x};
-    else if (op == "Cast") out = {x.to(scalar(static_cast<DType>(attr_i(n, "to", 1))))};
+    else if (op == "Cast") {
+      at::ScalarType to = scalar(static_cast<DType>(attr_i(n, "to", 1)));
+      out = {x.to(half_storage_ && to == at::kHalf ? at::kFloat : to)};  // rounded to half below
+    }
     else if (op == "QuantizeLinear") {
       auto scale = broadcast_param(get(n, 1), x, attr_i(n, "axis", 1));
       auto zp_t = get(n, 2);
@@ -253,6 +262,7 @@ std::map<std::string, torch::Tensor> Interpreter::run(const std::map<std::string
     } else
       throw std::runtime_error("export interpreter: no implementation of ONNX op " + op + " (node " + n.name + ")");
     for (size_t k = 0; k < n.outputs.size() && k < out.size(); ++k) {
+      if (half_storage_ && out[k].scalar_type() == at::kFloat) out[k] = out[k].to(torch::kHalf).to(torch::kFloat);
       env[n.outputs[k]] = out[k];
       if (observe) observe(n.outputs[k], out[k]);
     }

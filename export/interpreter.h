@@ -2,6 +2,9 @@
 // Runs an exporter Graph with LibTorch ops, node by node. It is the reference the ONNX file is
 // checked against (fp32: against the module itself), and with QuantizeLinear/DequantizeLinear
 // nodes it is the quantization simulation: calibration and per-layer errors observe its tensors.
+// A graph with float16 initializers (an fp16 export) runs with every float value rounded to half
+// precision after each node and float32 arithmetic inside it: fp16 storage, the way GPU and NPU
+// kernels accumulate.
 #include <torch/torch.h>
 
 #include <functional>
@@ -29,6 +32,7 @@ class Interpreter {
  private:
   const Graph& graph_;
   std::map<std::string, torch::Tensor> constants_;
+  bool half_storage_ = false;
 };
 
 }  // namespace ef::exporter

@@ -77,8 +77,7 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   } else if (quant == "w8a8") s.weight_bits = 8, s.act_bits = 8;
   else if (quant == "w4a8") s.weight_bits = 4, s.act_bits = 8;
   else if (quant == "w8a16") s.weight_bits = 8, s.act_bits = 16;
-  else if (quant == "fp16")
-    throw std::invalid_argument("export: --quant fp16 is not implemented yet (available: fp32, w8a8, w8a16, w4a8)");
+  else if (quant == "fp16") s.half = true;
   else
     throw std::invalid_argument("export: unknown --quant \"" + quant + "\" (expected fp32, w8a8, w4a8, w8a16 or fp16)");
   if (observer != "minmax" && observer != "percentile" && observer != "mse")

@@ -11,7 +11,8 @@
 namespace ef::exporter {
 
 struct QuantScheme {
-  std::string name = "fp32";   // fp32 | w8a8 | w4a8
+  std::string name = "fp32";   // fp32 | fp16 | w8a8 | w8a16 | w4a8
+  bool half = false;           // fp16: every float tensor in half precision
   int weight_bits = 0;         // 0: float weights
   int act_bits = 0;            // 0: float activations
   std::string observer = "minmax";  // minmax | percentile | mse
@@ -34,6 +35,10 @@ struct QuantizedGraph {
   // activation point -> the dequantized tensor that replaced it downstream
   std::map<std::string, std::string> dequantized;
 };
+
+// fp16: float initializers and activations in half precision; the graph's inputs and outputs stay
+// float32, with a Cast after each input and before each output (half.cpp).
+Graph to_half(const Graph& graph);
 
 QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, ActRange>& ranges, const QuantScheme& scheme);
 

@@ -1,6 +1,6 @@
 // Every exportable network beyond classify: both flow models, the depth network (ToSA), the tiny
 // autoencoder's halves and the text-to-image and editing UNets. Each exports in fp32 and runs in
-// ONNX Runtime like LibTorch; w8a8 of a flow model follows the LibTorch simulation within one
+// ONNX Runtime like LibTorch; fp16 halves the file; w8a8 of a flow model follows the LibTorch simulation within one
 // quantization step on most elements; the UNet's timestep path stays float.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -104,6 +104,29 @@ TEST_CASE("export: flow depth autoencoder and UNets export in fp32 and match Lib
       expected = spec.forward(spec.examples);
     }
     CHECK(((got - expected).abs().max() / expected.abs().max()).item<double>() < 1e-4);
+  }
+
+  // fp16: about half the bytes, float32 inputs and outputs, close to the float module everywhere
+  for (const auto& [run, model] : std::vector<std::pair<std::string, std::string>>{{"mobile", "model"}, {"ae", "decoder"}}) {
+    INFO(run << " / " << model << " in fp16");
+    ef::exporter::ExportOptions h;
+    h.run_dir = d / run;
+    h.model = model;
+    h.out_dir = d / ("fp16-" + run);
+    h.quant = "fp16";
+    h.eval_samples = 4;
+    nlohmann::json r = ef::exporter::run_export(h);
+    INFO(r.dump(1));
+    CHECK(r["size"]["ratio"].get<double>() < 0.55);
+    CHECK(r["agreement"]["onnxruntime_vs_float"].get<double>() < 1e-2);
+    CHECK(r["agreement"]["onnxruntime_vs_simulated"].get<double>() < 1e-1);
+    CHECK(std::abs(r["metric"]["simulated"].get<double>() - r["metric"]["float"].get<double>()) <= 1e-2 * std::abs(r["metric"]["float"].get<double>()));
+    CHECK(!r["layer_errors"].empty());
+    ef::OpenedRun opened = ef::open_run(d / run, {});
+    auto target = ef::exporter::export_targets().create(r["recipe"].get<std::string>(), opened);
+    torch::Tensor got;
+    nlohmann::json info = ef::test::check_onnx(h.out_dir / "model.onnx", target->spec(model, 1).examples, d, &got);
+    CHECK(info["checker"] == true);
   }
 
   // the UNet in w8a8: its timestep path (sinusoids, time MLP) keeps float activations
