@@ -13,7 +13,7 @@ void add_export(CLI::App& app, Action& action) {
   auto run_dir = std::make_shared<std::string>(), out = std::make_shared<std::string>(), ckpt = std::make_shared<std::string>();
   cmd->add_option("run_dir", *run_dir, "run folder (holds config.json and ckpt/)")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--model", o->model, "which of the recipe's networks (default: its first exportable one)");
-  cmd->add_option("--format", o->format, "output format")->check(CLI::IsMember({"onnx"}));
+  cmd->add_option("--format", o->format, "onnx (networks), or ply for a splat run: the standard 3DGS .ply and the compressed layout")->check(CLI::IsMember({"onnx", "ply"}));
   cmd->add_option("--quant", o->quant, "fp32, fp16 (half-precision body, float32 inputs and outputs), w8a8 (int8 weights per channel, uint8 activations per tensor), w8a16 (uint16 activations) or w4a8 (default: the run config's export.quant, else w8a8)");
   cmd->add_option("--observer", o->observer, "activation range calibration: minmax, percentile or mse");
   cmd->add_option("--calib", o->calib, "calibration samples from the run's training data (default: export.calib, else 64)");

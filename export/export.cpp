@@ -167,7 +167,8 @@ std::string report_markdown(const nlohmann::json& r) {
 }  // namespace
 
 nlohmann::json run_export(const ExportOptions& o) {
-  if (o.format != "onnx") throw std::invalid_argument("export: unknown --format \"" + o.format + "\" (expected onnx)");
+  if (o.format == "ply") return run_scene_export(o);
+  if (o.format != "onnx") throw std::invalid_argument("export: unknown --format \"" + o.format + "\" (expected onnx, or ply for a splat run)");
   if (!o.quant.empty()) QuantScheme::parse(o.quant, o.observer);  // bad options fail before anything is read
   if (o.batch < 1) throw std::invalid_argument("export: --batch must be >= 1");
 

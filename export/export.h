@@ -14,7 +14,7 @@ struct ExportOptions {
   std::filesystem::path run_dir, out_dir;   // out_dir default: <run_dir>/export/<quant>
   std::filesystem::path checkpoint;         // default: the run's latest
   std::string model;                        // default: the target's first exportable module
-  std::string format = "onnx";
+  std::string format = "onnx";             // onnx | ply (Gaussian scenes)
   std::string quant;                        // fp32 | w8a8 | w8a16 | w4a8 (fp16: not yet); "": the run's export.quant, else w8a8
   std::string observer = "minmax";          // minmax | percentile | mse
   int64_t calib = -1;                       // calibration samples from the training split; < 0: export.calib, else 64
@@ -27,5 +27,9 @@ struct ExportOptions {
 
 // Returns report.json's content. Throws (std::invalid_argument for bad options) without writing.
 nlohmann::json run_export(const ExportOptions& options);
+
+// --format ply (splat runs): scene.ply (standard 3DGS) and scene.compact.ply (compressed layout),
+// with the test-view PSNR of each in the report (scene_export.cpp). run_export dispatches here.
+nlohmann::json run_scene_export(const ExportOptions& options);
 
 }  // namespace ef::exporter

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "splatting/compact_ply.h"
 
 namespace ef::splat {
 
@@ -141,7 +142,7 @@ void write_ply(const fs::path& path, const GaussianParams& g) {
   });
 }
 
-GaussianParams read_ply(const fs::path& path) {
+PlyData read_ply_data(const fs::path& path) {
   if (!fs::exists(path)) throw std::runtime_error("PLY file not found: " + path.string());
   const std::string bytes = ef::read_file(path);
   if (bytes.compare(0, 4, "ply\n") != 0 && bytes.compare(0, 5, "ply\r\n") != 0) fail(path, "not a PLY file (it does not start with 'ply')");
@@ -155,7 +156,7 @@ GaussianParams read_ply(const fs::path& path) {
   std::istringstream header(bytes.substr(0, end));
   std::string line, format;
   std::vector<Element> elements;
-  std::map<std::string, std::vector<int64_t>> extra_dims;
+  PlyData data;
   std::getline(header, line);  // "ply"
   while (std::getline(header, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -169,7 +170,7 @@ GaussianParams read_ply(const fs::path& path) {
         std::vector<int64_t> dims;
         int64_t d;
         while (s >> d) dims.push_back(d);
-        extra_dims[name] = dims;
+        data.extra_dims[name] = dims;
       }
     } else if (word == "format") {
       s >> format;
@@ -197,64 +198,84 @@ GaussianParams read_ply(const fs::path& path) {
   }
   if (format != "binary_little_endian" && format != "binary_big_endian" && format != "ascii")
     fail(path, "unsupported PLY format '" + format + "'");
-  auto vertex_it = std::find_if(elements.begin(), elements.end(), [](const Element& e) { return e.name == "vertex"; });
-  if (vertex_it == elements.end()) fail(path, "no 'element vertex' in the header");
-  const Element& vertex = *vertex_it;
-  for (auto it = elements.begin(); it != vertex_it; ++it)
-    for (const auto& p : it->props)
-      if (p.is_list) fail(path, "element '" + it->name + "' before the vertices has list properties; not supported");
-  for (const auto& p : vertex.props)
-    if (p.is_list) fail(path, "vertex property '" + p.name + "' is a list; Gaussian properties are scalars");
-
-  // ---- data into a float table [N, P] ----
-  const int64_t n = vertex.count, P = static_cast<int64_t>(vertex.props.size());
-  torch::Tensor table = torch::empty({n, P}, torch::kFloat32);
-  float* out = table.data_ptr<float>();
-  if (format == "ascii") {
-    const char* p = bytes.data() + data_start;
-    const char* const stop = bytes.data() + bytes.size();
-    auto next_number = [&](const std::string& what) {
-      while (p < stop && std::isspace(static_cast<unsigned char>(*p))) ++p;
-      if (p >= stop) fail(path, "truncated: ran out of values reading " + what);
-      char* after = nullptr;
-      const double v = std::strtod(p, &after);
-      if (after == p) fail(path, "not a number reading " + what);
-      p = after;
-      return v;
-    };
-    for (auto it = elements.begin(); it != vertex_it; ++it)
-      for (int64_t r = 0; r < it->count * static_cast<int64_t>(it->props.size()); ++r) next_number("element '" + it->name + "'");
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < P; ++c) out[r * P + c] = static_cast<float>(next_number("vertex " + std::to_string(r)));
-  } else {
-    const bool swap = (format == "binary_little_endian") != host_is_little_endian();
-    size_t pos = data_start;
-    for (auto it = elements.begin(); it != vertex_it; ++it) {
-      size_t stride = 0;
-      for (const auto& p : it->props) stride += p.size;
-      pos += stride * static_cast<size_t>(it->count);
+  // Gaussian scenes are scalar properties; elements with lists (a mesh's faces) may follow them
+  // and are ignored, but nothing after such an element can be located.
+  bool seen_vertex = false;
+  for (size_t k = 0; k < elements.size(); ++k) {
+    const Element& e = elements[k];
+    auto list = std::find_if(e.props.begin(), e.props.end(), [](const Property& p) { return p.is_list; });
+    if (list != e.props.end()) {
+      if (!seen_vertex) fail(path, "element '" + e.name + "' before the vertices has list property '" + list->name + "'; not supported");
+      elements.resize(k);
+      break;
     }
-    size_t stride = 0;
-    std::vector<size_t> offset;
-    bool all_float = true;
-    for (const auto& p : vertex.props) offset.push_back(stride), stride += p.size, all_float &= p.type == Type::F32;
-    const size_t need = stride * static_cast<size_t>(n);
-    if (pos > bytes.size() || bytes.size() - pos < need)
-      fail(path, "truncated: the header announces " + std::to_string(n) + " vertices (" + std::to_string(need) + " bytes), but only " +
-                     std::to_string(pos > bytes.size() ? 0 : bytes.size() - pos) + " bytes of data follow");
-    const char* src = bytes.data() + pos;
-    if (all_float && !swap) {
-      std::memcpy(out, src, need);
-    } else {
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t c = 0; c < P; ++c)
-          out[r * P + c] = static_cast<float>(load_any(vertex.props[c].type, src + static_cast<size_t>(r) * stride + offset[c], swap));
-    }
+    seen_vertex |= e.name == "vertex";
   }
+
+  // ---- every element's data into a float64 table [count, P] (exact for 32-bit integers) ----
+  const char* p = bytes.data() + data_start;
+  const char* const stop = bytes.data() + bytes.size();
+  const bool swap = (format == "binary_little_endian") != host_is_little_endian();
+  for (const Element& e : elements) {
+    const int64_t n = e.count, P = static_cast<int64_t>(e.props.size());
+    PlyElementData el;
+    el.name = e.name;
+    for (const auto& prop : e.props) el.properties.push_back(prop.name);
+    el.table = torch::empty({n, P}, torch::kFloat64);
+    double* out = el.table.data_ptr<double>();
+    if (format == "ascii") {
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < P; ++c) {
+          while (p < stop && std::isspace(static_cast<unsigned char>(*p))) ++p;
+          if (p >= stop) fail(path, "truncated: ran out of values reading " + e.name + " " + std::to_string(r));
+          char* after = nullptr;
+          out[r * P + c] = std::strtod(p, &after);
+          if (after == p) fail(path, "not a number reading " + e.name + " " + std::to_string(r));
+          p = after;
+        }
+    } else {
+      size_t stride = 0;
+      std::vector<size_t> offset;
+      bool all_float = true;
+      for (const auto& prop : e.props) offset.push_back(stride), stride += prop.size, all_float &= prop.type == Type::F32;
+      const size_t need = stride * static_cast<size_t>(n), left = static_cast<size_t>(stop - p);
+      if (left < need)
+        fail(path, "truncated: the header announces " + std::to_string(n) + " " + e.name + " elements (" + std::to_string(need) +
+                       " bytes), but only " + std::to_string(left) + " bytes of data follow");
+      if (all_float && !swap) {
+        torch::Tensor f = torch::empty({n, P}, torch::kFloat32);
+        std::memcpy(f.data_ptr<float>(), p, need);
+        el.table = f.to(torch::kFloat64);
+      } else {
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 0; c < P; ++c) out[r * P + c] = load_any(e.props[c].type, p + static_cast<size_t>(r) * stride + offset[c], swap);
+      }
+      p += need;
+    }
+    data.elements.push_back(std::move(el));
+  }
+  return data;
+}
+
+const PlyElementData* PlyData::element(const std::string& name) const {
+  for (const auto& e : elements)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+GaussianParams read_ply(const fs::path& path) {
+  PlyData data = read_ply_data(path);
+  if (data.element("chunk")) return decode_compact_ply(data, path);
+  const PlyElementData* vertex = data.element("vertex");
+  if (!vertex) fail(path, "no 'element vertex' in the header");
+  const int64_t n = vertex->table.size(0), P = vertex->table.size(1);
+  const torch::Tensor table = vertex->table.to(torch::kFloat32);
+  const auto& extra_dims = data.extra_dims;
+  const std::vector<std::string>& names = vertex->properties;
 
   // ---- columns into GaussianParams ----
   std::map<std::string, int64_t> column;
-  for (int64_t c = 0; c < P; ++c) column[vertex.props[c].name] = c;
+  for (int64_t c = 0; c < P; ++c) column[names[c]] = c;
   auto gather = [&](const std::vector<std::string>& names) {
     std::vector<int64_t> idx;
     for (const auto& name : names) {
@@ -285,7 +306,7 @@ GaussianParams read_ply(const fs::path& path) {
   // Extras: every other property, grouped by family name.
   std::map<std::string, std::map<int64_t, int64_t>> families;  // name -> index -> column
   for (int64_t c = 0; c < P; ++c) {
-    const std::string& name = vertex.props[c].name;
+    const std::string& name = names[c];
     auto [base, index] = split_index(name);
     if (kStandardFamilies.count(base) || kStandardFamilies.count(name)) continue;
     if (!families[base].emplace(index, c).second) fail(path, "vertex property '" + name + "' appears twice");

@@ -10,7 +10,9 @@
 // `<name>_<i>` (i over the flattened trailing dims), with a `comment extra <name> <dims...>` header
 // line so the reader restores their shape; viewers ignore both.
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "splatting/gaussians.h"
 
@@ -19,12 +21,27 @@ namespace ef::splat {
 // Writes `g` (any float dtype, any device: converted to float32 on the CPU) atomically.
 void write_ply(const std::filesystem::path& path, const GaussianParams& g);
 
-// Reads binary_little_endian, binary_big_endian and ascii files with any numeric property types.
+// Reads binary_little_endian, binary_big_endian and ascii files with any numeric property types,
+// and the compressed layout of compact_ply.h (recognised by its `chunk` element).
 // Accepts any SH degree (the count of f_rest_* decides it), properties in any order, and unknown
 // properties, which land in `extras` (grouped by the name before a trailing `_<i>`). Tensors come
 // back as float32 on the CPU. Throws std::runtime_error naming the file for a non-ply, truncated
 // or malformed file, or one missing a required property.
 GaussianParams read_ply(const std::filesystem::path& path);
+
+// Every element of a PLY file (scalar properties only) as a float64 table [count, properties]:
+// what read_ply and the compact reader decode. Throws like read_ply.
+struct PlyElementData {
+  std::string name;
+  std::vector<std::string> properties;
+  torch::Tensor table;  // float64 [count, properties.size()]
+};
+struct PlyData {
+  std::vector<PlyElementData> elements;
+  std::map<std::string, std::vector<int64_t>> extra_dims;  // `comment extra <name> <dims...>`
+  const PlyElementData* element(const std::string& name) const;  // nullptr when absent
+};
+PlyData read_ply_data(const std::filesystem::path& path);
 
 // The ordered property names write_ply uses for SH degree `degree` without extras (62 for degree 3).
 std::vector<std::string> standard_ply_properties(int64_t degree);

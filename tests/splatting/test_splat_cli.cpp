@@ -98,6 +98,20 @@ TEST_CASE("splat: both renderers train through the CLI past a PSNR floor", "[spl
     auto a = ef::read_image(e.path()), b = ef::read_image(dir.path / "frames" / e.path().filename());
     CHECK(torch::equal(a, b));
   }
+
+  // the export stage: the standard .ply and the compressed layout, each rendered on the test views
+  auto r3 = run_command(cli + " export " + quote(run.string()) + " --format ply --out " + quote((dir.path / "export").string()));
+  INFO(r3.output);
+  REQUIRE(r3.exit_code == 0);
+  auto report = nlohmann::json::parse(std::ifstream(dir.path / "export" / "report.json"));
+  INFO(report.dump(1));
+  CHECK(report["size"]["ratio"].get<double>() < 0.3);
+  CHECK(std::abs(report["psnr"]["float"].get<double>() - final_metric(run, "eval/psnr")) < 1e-3);
+  CHECK(report["psnr"]["compact"].get<double>() > report["psnr"]["float"].get<double>() - 0.5);
+  auto r4 = run_command(cli + " render --ply " + quote((dir.path / "export" / "scene.compact.ply").string()) + " --data " + quote(data.string()) +
+                        " --views test --out " + quote((dir.path / "frames-compact").string()));
+  INFO(r4.output);
+  CHECK(r4.exit_code == 0);
 }
 
 TEST_CASE("splat: a resumed run equals the uninterrupted run", "[splatting][resume]") {
