@@ -10,6 +10,7 @@
 
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
+#include "core/qat.h"
 #include "core/device.h"
 
 namespace ef {
@@ -75,6 +76,7 @@ Built build(Config config, const fs::path& run_dir, bool quiet) {
   set_deterministic(b.settings.deterministic);
   seed_everything(b.settings.seed);
   b.train = TrainOptions::from(config.section("train"));
+  if (QatOptions q = QatOptions::from(config); q.enabled) b.train.qat_bits = q.bits;
   b.ctx.run_dir = run_dir;
   b.ctx.device = resolve_device(b.settings.device);
   b.ctx.seed = b.settings.seed;

@@ -8,6 +8,7 @@
 #include <csignal>
 
 #include "core/progress.h"
+#include "core/qat.h"
 
 namespace ef {
 
@@ -78,6 +79,14 @@ TrainOptions TrainOptions::from(const Config& c) {
 Trainer::Trainer(Recipe& recipe, TrainOptions options, RunContext ctx, std::string config_hash)
     : recipe_(recipe), opt_(options), ctx_(std::move(ctx)), config_hash_(std::move(config_hash)),
       store_(ctx_.run_dir / "ckpt", options.keep_last) {
+  if (opt_.qat_bits > 0)
+    qat_ = std::make_unique<WeightFakeQuant>(
+        [this] {
+          std::vector<torch::nn::Module*> mods;
+          for (const auto& [name, m] : recipe_.modules()) mods.push_back(m);
+          return mods;
+        },
+        opt_.qat_bits);
   if (opt_.ema > 0) {
     auto mods = recipe_.modules();
     for (const auto& name : recipe_.ema_modules()) {
@@ -87,6 +96,8 @@ Trainer::Trainer(Recipe& recipe, TrainOptions options, RunContext ctx, std::stri
     }
   }
 }
+
+Trainer::~Trainer() = default;
 
 void Trainer::update_ema() {
   if (ema_.empty()) return;
@@ -238,6 +249,12 @@ TrainOutcome Trainer::run(bool resume) {
     Scalars m;
     try {
       BF16Autocast autocast(dev, bf16);
+      // quant.qat: the step runs at the fake-quantized weights and updates the float masters
+      struct QatStep {
+        WeightFakeQuant* q;
+        explicit QatStep(WeightFakeQuant* w) : q(w) { if (q) q->enter(); }
+        ~QatStep() { if (q) q->leave(); }
+      } qat_step(qat_.get());
       m = recipe_.train_step(step_);
     } catch (const NonFiniteLoss& e) {
       bar.finish();

@@ -15,6 +15,8 @@
 
 namespace ef {
 
+class WeightFakeQuant;  // core/qat.h
+
 struct TrainOptions {
   int64_t steps = 1000;
   int64_t log_every = 20;
@@ -27,6 +29,7 @@ struct TrainOptions {
   double grad_clip = 0.0;     // handed to the recipe (RunContext)
   std::string precision = "fp32";  // fp32 | bf16 (autocast)
   bool tensorboard = true;
+  int qat_bits = 0;           // quant.qat: fake-quantized weights of this many bits in every step (core/qat.h); 0: off
   static TrainOptions from(const Config& train);
 };
 
@@ -41,6 +44,7 @@ struct TrainOutcome {
 class Trainer {
  public:
   Trainer(Recipe& recipe, TrainOptions options, RunContext ctx, std::string config_hash);
+  ~Trainer();
   // Continues from the run's latest checkpoint when there is one.
   TrainOutcome run(bool resume);
 
@@ -59,6 +63,7 @@ class Trainer {
   std::string config_hash_;
   CheckpointStore store_;
   std::map<std::string, TensorMap> ema_;  // module -> shadow parameters
+  std::unique_ptr<WeightFakeQuant> qat_;  // quant.qat
   bool ema_swapped_ = false;
   int64_t step_ = 0;
 };

@@ -1,0 +1,51 @@
+#include "core/qat.h"
+
+#include <cmath>
+#include <set>
+
+namespace ef {
+
+QatOptions QatOptions::from(const Config& config) {
+  QatOptions o;
+  if (!config.has("quant")) return o;
+  Config q = config.section("quant");
+  o.enabled = q.get<bool>("qat", false);
+  if (o.enabled) {
+    o.bits = static_cast<int>(q.get<int64_t>("bits", 8));
+    if (o.bits < 2 || o.bits > 16) q.invalid("bits", "expected 2..16 weight bits, got " + std::to_string(o.bits));
+  }
+  return o;
+}
+
+torch::Tensor fake_quantize_weight(const torch::Tensor& w, int bits) {
+  const double qmax = std::pow(2.0, bits - 1) - 1;
+  torch::Tensor absmax = w.detach().abs().reshape({w.size(0), -1}).amax(1).clamp_min(1e-12);
+  std::vector<int64_t> shape(static_cast<size_t>(w.dim()), 1);
+  shape[0] = w.size(0);
+  torch::Tensor scale = (absmax / qmax).view(shape);
+  return torch::clamp(torch::round(w / scale), -qmax, qmax) * scale;
+}
+
+void WeightFakeQuant::enter() {
+  torch::NoGradGuard ng;
+  weights_.clear(), masters_.clear(), quantized_.clear();
+  std::set<const void*> seen;  // a parameter shared by two modules is quantized once
+  for (torch::nn::Module* module : modules_())
+    for (const auto& p : module->parameters(true))
+      if (p.requires_grad() && p.dim() >= 2 && p.is_floating_point() && seen.insert(p.data_ptr()).second) {
+        weights_.push_back(p);
+        masters_.push_back(p.detach().clone());
+        quantized_.push_back(fake_quantize_weight(p.detach(), bits_));
+        p.copy_(quantized_.back());
+      }
+}
+
+void WeightFakeQuant::leave() {
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < weights_.size(); ++i)
+    if (weights_[i].sizes() == masters_[i].sizes())  // (a recipe that replaced a tensor mid-step keeps its own)
+      weights_[i].copy_(masters_[i] + (weights_[i] - quantized_[i]));
+  weights_.clear(), masters_.clear(), quantized_.clear();
+}
+
+}  // namespace ef
