@@ -1,21 +1,27 @@
-// The export stage on a classify run: fp32 ONNX against w8a8 QDQ ONNX, side by side: file size,
-// ONNX Runtime CPU latency (median per batch, the venv's Python), and held-out top-1 accuracy of the
-// float module, the LibTorch simulation and ONNX Runtime. Targets: size <= 0.26x, top-1 drop <= 1 point.
+// The export stage on any exportable run, side by side: fp32, fp16 and w8a8 ONNX (or the schemes
+// given): file size and size of the tensors alone, ONNX Runtime CPU latency (median per batch, the
+// venv's Python) and the held-out metric of the float module, the LibTorch simulation and ONNX
+// Runtime, with the change against fp32. Targets: w8a8 size <= 0.26x; classify top-1 within 1
+// point; flow EPE within 5 %.
 //
-//   build/bench/bench_export --run RUN_DIR [--calib 64] [--eval-samples 500] [--observer minmax]
+//   build/bench/bench_export --run RUN_DIR [--model NAME] [--quant fp32,fp16,w8a8] [--calib 64] [--eval-samples 500]
 //   build/bench/bench_export --train-steps 800     # trains configs/quickstart.json for that many steps first
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 
 #include "core/run.h"
 #include "export/export.h"
 
 int main(int argc, char** argv) {
-  CLI::App app("export: fp32 vs w8a8 ONNX (size, ONNX Runtime latency, accuracy)");
-  std::string run, observer = "minmax";
+  CLI::App app("export: fp32 vs fp16 vs w8a8 ONNX (size, ONNX Runtime latency, held-out metric)");
+  std::string run, model, observer = "minmax";
+  std::vector<std::string> schemes = {"fp32", "fp16", "w8a8"};
   int64_t calib = 64, eval_samples = 500, train_steps = 0;
-  app.add_option("--run", run, "a classify run folder");
+  app.add_option("--run", run, "an exportable run folder");
+  app.add_option("--model", model, "which of the recipe's networks (default: its first)");
+  app.add_option("--quant", schemes, "schemes, the first is the reference")->delimiter(',');
   app.add_option("--train-steps", train_steps, "train configs/quickstart.json for this many steps first (when no --run)");
   app.add_option("--calib", calib, "calibration samples");
   app.add_option("--eval-samples", eval_samples, "held-out samples");
@@ -30,31 +36,47 @@ int main(int argc, char** argv) {
       o.overrides = {"train.steps=" + std::to_string(train_steps), "device=\"cpu\""};
       run = ef::launch_training(std::string(EDGEFORGE_SOURCE_DIR) + "/configs/quickstart.json", o).run_dir.string();
     }
-    nlohmann::json r[2];
-    const char* schemes[2] = {"fp32", "w8a8"};
-    for (int i = 0; i < 2; ++i) {
+    std::vector<nlohmann::json> r;
+    for (const auto& q : schemes) {
       ef::exporter::ExportOptions o;
       o.run_dir = run;
-      o.quant = schemes[i];
+      o.model = model;
+      o.quant = q;
       o.observer = observer;
       o.calib = calib;
       o.eval_samples = eval_samples;
-      r[i] = ef::exporter::run_export(o);
+      o.out_dir = std::filesystem::path(run) / "export" / ("bench-" + q);
+      r.push_back(ef::exporter::run_export(o));
     }
     auto num = [](const nlohmann::json& j) { return j.is_number() ? j.get<double>() : NAN; };
-    std::printf("run: %s  (%lld held-out samples, calib %lld, observer %s)\n", run.c_str(), static_cast<long long>(r[1]["eval_samples"].get<int64_t>()),
-                static_cast<long long>(calib), observer.c_str());
-    std::printf("%-34s %14s %14s %10s\n", "", "fp32", "w8a8", "ratio");
-    std::printf("%-34s %14lld %14lld %10.3f\n", "ONNX file (bytes)", static_cast<long long>(r[0]["size"]["onnx_bytes"].get<int64_t>()),
-                static_cast<long long>(r[1]["size"]["onnx_bytes"].get<int64_t>()),
-                num(r[1]["size"]["onnx_bytes"]) / num(r[0]["size"]["onnx_bytes"]));
-    std::printf("%-34s %14.3f %14.3f %10.3f\n", "ONNX Runtime CPU latency (ms)", num(r[0]["onnxruntime_latency_ms"]), num(r[1]["onnxruntime_latency_ms"]),
-                num(r[1]["onnxruntime_latency_ms"]) / num(r[0]["onnxruntime_latency_ms"]));
-    std::printf("%-34s %14.4f %14.4f %+10.4f\n", "top-1, LibTorch float / simulated", num(r[0]["metric"]["float"]), num(r[1]["metric"]["simulated"]),
-                num(r[1]["metric"]["simulated"]) - num(r[0]["metric"]["float"]));
-    std::printf("%-34s %14.4f %14.4f %+10.4f\n", "top-1, ONNX Runtime", num(r[0]["metric"]["onnxruntime"]), num(r[1]["metric"]["onnxruntime"]),
-                num(r[1]["metric"]["onnxruntime"]) - num(r[0]["metric"]["onnxruntime"]));
-    std::printf("targets: size ratio <= 0.26, top-1 drop <= 0.01\n");
+    const std::string metric = r[0]["metric"]["name"];
+    const bool higher = r[0]["metric"]["higher_is_better"];
+    std::printf("run: %s  model %s (%s), %lld held-out samples, calib %lld, observer %s\n", run.c_str(), r[0]["model"].get<std::string>().c_str(),
+                r[0]["recipe"].get<std::string>().c_str(), static_cast<long long>(r[0]["eval_samples"].get<int64_t>()), static_cast<long long>(calib),
+                observer.c_str());
+    std::printf("%-36s", "");
+    for (const auto& q : schemes) std::printf(" %12s", q.c_str());
+    std::printf("\n");
+    auto row = [&](const char* name, const std::function<double(const nlohmann::json&)>& f, const char* format) {
+      std::printf("%-36s", name);
+      for (const auto& x : r) std::printf(format, f(x));
+      std::printf("\n");
+    };
+    row("ONNX file (bytes)", [&](const nlohmann::json& x) { return num(x["size"]["onnx_bytes"]); }, " %12.0f");
+    row("  ratio to fp32", [&](const nlohmann::json& x) { return num(x["size"]["onnx_bytes"]) / num(r[0]["size"]["onnx_bytes"]); }, " %12.3f");
+    row("  tensors only, ratio to fp32", [&](const nlohmann::json& x) { return num(x["size"]["tensor_ratio"]); }, " %12.3f");
+    row("ONNX Runtime CPU latency (ms)", [&](const nlohmann::json& x) { return num(x["onnxruntime_latency_ms"]); }, " %12.3f");
+    row("  ratio to fp32", [&](const nlohmann::json& x) { return num(x["onnxruntime_latency_ms"]) / num(r[0]["onnxruntime_latency_ms"]); }, " %12.3f");
+    const std::string m = metric + (higher ? " (higher is better)" : " (lower is better)");
+    std::printf("%s\n", m.c_str());
+    row("  LibTorch float module", [&](const nlohmann::json& x) { return num(x["metric"]["float"]); }, " %12.4f");
+    row("  LibTorch simulation", [&](const nlohmann::json& x) { return num(x["metric"]["simulated"]); }, " %12.4f");
+    row("  ONNX Runtime", [&](const nlohmann::json& x) { return num(x["metric"]["onnxruntime"]); }, " %12.4f");
+    const double ref = num(r[0]["metric"]["float"]);
+    row("  simulation vs float, change", [&](const nlohmann::json& x) { return num(x["metric"]["simulated"]) - ref; }, " %+12.4f");
+    row("  ONNX Runtime vs float, change", [&](const nlohmann::json& x) { return num(x["metric"]["onnxruntime"]) - ref; }, " %+12.4f");
+    row("  ONNX Runtime vs float, change %", [&](const nlohmann::json& x) { return 100 * (num(x["metric"]["onnxruntime"]) - ref) / std::abs(ref); }, " %+12.2f");
+    std::printf("targets: w8a8 size <= 0.26x; classify top-1 drop <= 0.01; flow EPE within +5 %%\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -52,6 +52,15 @@ Captured capture(const CaptureSpec& spec) {
 
   std::shared_ptr<torch::jit::Graph> g;
   torch::Tensor reference;
+  // (1 - z) traces as empty_like + in-place fill_, which the tracer warns about; the lowering
+  // reads only that tensor's shape, so the warning is dropped. Other warnings pass through.
+  struct TracerNoiseFilter : c10::WarningHandler {
+    c10::WarningHandler* next = c10::WarningUtils::get_warning_handler();
+    void process(const c10::Warning& w) override {
+      if (w.msg().find("live references to the data region") == std::string::npos) next->process(w);
+    }
+  } filter;
+  c10::WarningUtils::WarningHandlerGuard quiet_tracer(&filter);
   try {
     auto traced = torch::jit::tracer::trace(
         inputs,

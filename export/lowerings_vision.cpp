@@ -193,20 +193,18 @@ void add_vision_lowerings(LoweringTable& m) {
     return norm(L, n, in(n, 1), in(n, 2), in(n, 3));
   };
   m["aten::linalg_vector_norm"] = [norm](Lowering& L, const JitNode* n) { return norm(L, n, in(n, 1), in(n, 2), in(n, 3)); };
-  // values that do not depend on the data, only on a traced shape
-  auto filled = [](double value) {
-    return [value](Lowering& L, const JitNode* n) {
-      L.bind(outv(n), L.constant(torch::full(Lowering::shape(outv(n)), value, torch::TensorOptions().dtype(Lowering::scalar_type(outv(n)))), "filled"));
-      return false;
-    };
-  };
-  m["aten::ones_like"] = filled(1.0);
-  m["aten::zeros_like"] = filled(0.0);
-  m["aten::empty_like"] = filled(0.0);  // (1 - z) traces as empty_like + full_like: only the shape matters
-  m["aten::full_like"] = [](Lowering& L, const JitNode* n) {
-    L.bind(outv(n), L.constant(torch::full(Lowering::shape(outv(n)), L.d(in(n, 1)), torch::TensorOptions().dtype(Lowering::scalar_type(outv(n)))), "filled"));
+  // values that do not depend on the data, only on a traced shape: a scalar expanded to it (a full
+  // initializer would store a feature map's worth of copies, per use)
+  auto filled = [](Lowering& L, const JitNode* n, double value) {
+    const auto t = Lowering::scalar_type(outv(n));
+    L.bind(outv(n), L.emit("Expand", {L.constant(torch::scalar_tensor(value, torch::TensorOptions().dtype(t)), "fill"), L.ints(Lowering::shape(outv(n)))}));
     return false;
   };
+  m["aten::ones_like"] = [filled](Lowering& L, const JitNode* n) { return filled(L, n, 1.0); };
+  m["aten::zeros_like"] = [filled](Lowering& L, const JitNode* n) { return filled(L, n, 0.0); };
+  // (1 - z) traces as empty_like + full_like: only the shape matters
+  m["aten::empty_like"] = [filled](Lowering& L, const JitNode* n) { return filled(L, n, 0.0); };
+  m["aten::full_like"] = [filled](Lowering& L, const JitNode* n) { return filled(L, n, L.d(in(n, 1))); };
 }
 
 }  // namespace ef::exporter
