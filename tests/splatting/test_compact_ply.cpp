@@ -7,6 +7,8 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/atomic_file.h"
 #include "splatting/compact_ply.h"
 #include "splatting/ply.h"
@@ -119,4 +121,35 @@ TEST_CASE("compact ply: damaged files fail naming the file and what is wrong", "
   renamed.replace(renamed.find("packed_rotation"), 15, "packed_rotatio_");
   ef::write_file_atomically(dir.path / "prop.ply", renamed);
   REQUIRE_THROWS_WITH(read_ply(dir.path / "prop.ply"), Catch::Matchers::Contains("packed_rotation"));
+}
+
+TEST_CASE("compact ply: an independent numpy decoder reads what read_ply reads", "[splatting][ply][interop]") {
+  ef::test::ScratchDir dir("compact-interop");
+  GaussianParams g = line_scene(300);
+  g.extras.clear();  // the decoder knows the standard elements only
+  write_compact_ply(dir.path / "s.ply", g);
+  const std::string python = ef::test::env_or_fail("EDGEFORGE_PYTHON");
+  const std::string script = ef::test::source_dir() + "/tests/interop/decode_compressed_ply.py";
+  const auto r = ef::test::run_command(ef::test::quote(python) + " " + ef::test::quote(script) + " " + ef::test::quote((dir.path / "s.ply").string()));
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.output);
+  REQUIRE(j["count"] == 300);
+  auto tensor = [](const nlohmann::json& v) {
+    std::vector<double> flat;
+    for (const auto& row : v) {
+      if (row.is_array())
+        for (double x : row) flat.push_back(x);
+      else
+        flat.push_back(row.get<double>());
+    }
+    return torch::tensor(flat, torch::kDouble).to(torch::kFloat);
+  };
+  GaussianParams d = read_ply(dir.path / "s.ply");
+  CHECK(torch::allclose(tensor(j["means"]).view({300, 3}), d.means, 1e-5, 1e-5));
+  CHECK(torch::allclose(tensor(j["scales"]).view({300, 3}), d.scales, 1e-5, 1e-5));
+  CHECK(torch::allclose(tensor(j["quats"]).view({300, 4}), d.quats, 1e-5, 1e-5));
+  CHECK(torch::allclose(tensor(j["opacities"]), d.opacities, 1e-4, 1e-4));
+  CHECK(torch::allclose(tensor(j["f_dc"]).view({300, 3}), d.sh.select(1, 0), 1e-5, 1e-5));
+  // f_rest in the standard channel-major order: f_rest_[15c + k - 1] = sh[:, k, c]
+  CHECK(torch::allclose(tensor(j["f_rest"]).view({300, 3, 15}).permute({0, 2, 1}), d.sh.slice(1, 1), 1e-5, 1e-5));
 }
