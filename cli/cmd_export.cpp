@@ -16,6 +16,7 @@ void add_export(CLI::App& app, Action& action) {
   cmd->add_option("--format", o->format, "onnx (networks), or ply for a splat run: the standard 3DGS .ply and the compressed layout")->check(CLI::IsMember({"onnx", "ply"}));
   cmd->add_option("--quant", o->quant, "fp32, fp16 (half-precision body, float32 inputs and outputs), w8a8 (int8 weights per channel, uint8 activations per tensor), w8a16 (uint16 activations) or w4a8 (default: the run config's export.quant, else w8a8)");
   cmd->add_option("--observer", o->observer, "activation range calibration: minmax, percentile or mse");
+  cmd->add_option("--float-layer", o->float_layers, "keep this layer (a parameter-name prefix, e.g. head) in float; repeatable, adds to export.float_layers");
   cmd->add_option("--calib", o->calib, "calibration samples from the run's training data (default: export.calib, else 64)");
   cmd->add_option("--eval-samples", o->eval_samples, "held-out samples for the report's metrics (0: all)");
   cmd->add_option("--batch", o->batch, "the exported graph's (fixed) batch size");

@@ -144,7 +144,7 @@ std::string report_markdown(const nlohmann::json& r) {
   std::ostringstream md;
   md << "# Export report\n\n";
   md << "| | |\n|---|---|\n";
-  for (const char* k : {"run", "checkpoint", "recipe", "model", "quant", "observer", "calib_samples", "eval_samples", "batch", "opset"})
+  for (const char* k : {"run", "checkpoint", "recipe", "model", "quant", "observer", "float_layers", "calib_samples", "eval_samples", "batch", "opset"})
     if (r.contains(k)) md << "| " << k << " | " << (r[k].is_string() ? r[k].get<std::string>() : r[k].dump()) << " |\n";
   md << "\n## Size\n\n| | bytes |\n|---|---|\n";
   md << "| fp32 ONNX | " << r["size"]["fp32_bytes"] << " |\n| this ONNX | " << r["size"]["onnx_bytes"] << " |\n| ratio | "
@@ -176,7 +176,9 @@ nlohmann::json run_export(const ExportOptions& o) {
   OpenedRun run = open_run(o.run_dir, o.overrides, o.checkpoint);
   // the run's own `export` section gives the defaults the command line did not
   Config section = run.config.section("export");
-  const QuantScheme scheme = QuantScheme::parse(o.quant.empty() ? section.get<std::string>("quant", "w8a8") : o.quant, o.observer);
+  QuantScheme scheme = QuantScheme::parse(o.quant.empty() ? section.get<std::string>("quant", "w8a8") : o.quant, o.observer);
+  if (section.has("float_layers")) scheme.float_layers = section.get<std::vector<std::string>>("float_layers", {});
+  scheme.float_layers.insert(scheme.float_layers.end(), o.float_layers.begin(), o.float_layers.end());
   const int64_t calib_n = o.calib < 0 ? section.get<int64_t>("calib", 64) : o.calib;
   const fs::path out_dir = o.out_dir.empty() ? o.run_dir / "export" / scheme.name : o.out_dir;
   const std::string recipe = RunSettings::from(run.config).recipe;
@@ -229,6 +231,7 @@ nlohmann::json run_export(const ExportOptions& o) {
   }
   nlohmann::json report = {{"run", o.run_dir.string()}, {"checkpoint", run.checkpoint.string()}, {"recipe", recipe}, {"model", model},
                            {"quant", scheme.name}, {"observer", scheme.quantized() ? scheme.observer : "none"}, {"calib_samples", calib_count},
+                           {"float_layers", scheme.float_layers},
                            {"eval_samples", static_cast<int64_t>(held.inputs.size()) * o.batch}, {"batch", o.batch}, {"opset", kOnnxOpset}};
   // the file, and its tensors alone (weights, scales, constants: what the graph's structure does not add)
   report["size"] = {{"fp32_bytes", fp32_bytes.size()}, {"onnx_bytes", bytes.size()},

@@ -17,6 +17,7 @@ struct ExportOptions {
   std::string format = "onnx";             // onnx | ply (Gaussian scenes)
   std::string quant;                        // fp32 | w8a8 | w8a16 | w4a8 (fp16: not yet); "": the run's export.quant, else w8a8
   std::string observer = "minmax";          // minmax | percentile | mse
+  std::vector<std::string> float_layers;    // parameter-name prefixes kept in float; added to the run's export.float_layers
   int64_t calib = -1;                       // calibration samples from the training split; < 0: export.calib, else 64
   int64_t eval_samples = 256;               // held-out samples for the report (0: all)
   int64_t batch = 1;                        // the exported graph's fixed batch size

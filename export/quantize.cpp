@@ -85,6 +85,12 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   return s;
 }
 
+bool QuantScheme::keeps_float(const std::string& parameter) const {
+  for (const auto& p : float_layers)
+    if (parameter == p || (parameter.size() > p.size() && parameter.compare(0, p.size(), p) == 0 && parameter[p.size()] == '.')) return true;
+  return false;
+}
+
 std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<Inputs>& inputs, const QuantScheme& scheme) {
   std::map<std::string, Observer> obs;
   for (const auto& p : captured.activation_points) obs[p];
@@ -114,6 +120,7 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
   // parameter's name, so the encodings and every consumer still refer to it.
   const double wmax = std::pow(2.0, scheme.weight_bits - 1) - 1;  // symmetric: [-wmax, wmax]
   for (const auto& [name, axis] : captured.weight_axes) {
+    if (scheme.keeps_float(name)) continue;
     torch::Tensor w = to_tensor(g.initializers.at(name));
     std::vector<int64_t> reduce;
     for (int64_t d = 0; d < w.dim(); ++d)
@@ -136,7 +143,7 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
   // Other large parameters (position embeddings, PADRe's depthwise taps when not a Conv weight)
   // get one symmetric per-tensor scale; small ones (biases, norms) stay float as QNN keeps them.
   for (const auto& name : captured.parameters) {
-    if (captured.weight_axes.count(name) || !g.initializers.count(name)) continue;
+    if (captured.weight_axes.count(name) || !g.initializers.count(name) || scheme.keeps_float(name)) continue;
     const Initializer& init = g.initializers.at(name);
     if (init.dtype != DType::Float || init.numel() < kMinQuantizedParam) continue;
     torch::Tensor w = to_tensor(init);
@@ -184,12 +191,16 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
   for (const auto& in : g.inputs) quantize_point(in.name);
   for (const Node& n0 : captured.graph.nodes) {
     Node n = n0;
+    // a node that reads a float layer's parameter computes in float: no quantizer on its outputs
+    const bool float_layer = std::any_of(n.inputs.begin(), n.inputs.end(),
+                                         [&](const std::string& i) { return captured.parameters.count(i) && scheme.keeps_float(i); });
     for (auto& i : n.inputs) {
       auto it = rename.find(i);
       if (it != rename.end()) i = it->second;
     }
     g.nodes.push_back(n);
-    for (const auto& o : n.outputs) quantize_point(o);
+    if (!float_layer)
+      for (const auto& o : n.outputs) quantize_point(o);
   }
   g.metadata["edgeforge.quant"] = scheme.name;
   return out;

@@ -17,6 +17,10 @@ struct QuantScheme {
   int act_bits = 0;            // 0: float activations
   std::string observer = "minmax";  // minmax | percentile | mse
   double percentile = 99.99;
+  // Layers kept in float (mixed precision): parameter-name prefixes ("head", "blocks.0.attn"). Their
+  // weights are not quantized, nor the outputs of the nodes that read them.
+  std::vector<std::string> float_layers;
+  bool keeps_float(const std::string& parameter) const;
   static QuantScheme parse(const std::string& quant, const std::string& observer);
   bool quantized() const { return weight_bits > 0; }
 };

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/run.h"
@@ -202,4 +203,40 @@ TEST_CASE("export: w4a8 and w8a16 write their bit widths and run in ONNX Runtime
     torch::Tensor got;
     ef::test::check_onnx(o.out_dir / "model.onnx", torch::rand({1, 3, 16, 16}), dir.path, &got, o.out_dir / "encodings.json");
   }
+}
+
+TEST_CASE("export: layers named in float_layers keep float weights and activations", "[export]") {
+  ef::test::ScratchDir dir("export-float-layers");
+  const fs::path run = tiny_run(dir.path, {{"kind", "softmax"}});
+  ef::exporter::ExportOptions o;
+  o.run_dir = run;
+  o.out_dir = dir.path / "mixed";
+  o.quant = "w8a8";
+  o.calib = 16;
+  o.eval_samples = 8;
+  o.float_layers = {"head", "blocks.1"};
+  nlohmann::json report = ef::exporter::run_export(o);
+  CHECK(report["float_layers"] == nlohmann::json({"head", "blocks.1"}));
+  nlohmann::json enc = nlohmann::json::parse(ef::read_file(o.out_dir / "encodings.json"));
+  CHECK(enc["param_encodings"].contains("blocks.0.attn.qkv.weight"));
+  for (const auto& [name, e] : enc["param_encodings"].items()) {
+    CHECK(name.rfind("head", 0) != 0);
+    CHECK(name.rfind("blocks.1.", 0) != 0);
+  }
+  // the graph: no quantizer reads the output of a node that reads a float layer's parameter
+  ef::OpenedRun opened = ef::open_run(run, {});
+  auto target = ef::exporter::export_targets().create("classify", opened);
+  auto cap = ef::exporter::capture(target->spec("model", 1));
+  auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
+  scheme.float_layers = o.float_layers;
+  auto qg = ef::exporter::insert_qdq(cap, ef::exporter::calibrate(cap, target->calibration("model", 8, 1), scheme), scheme);
+  std::set<std::string> float_outputs;
+  for (const auto& n : cap.graph.nodes)
+    for (const auto& i : n.inputs)
+      if (cap.parameters.count(i) && scheme.keeps_float(i)) float_outputs.insert(n.outputs.begin(), n.outputs.end());
+  REQUIRE(!float_outputs.empty());
+  for (const auto& t : float_outputs) CHECK_FALSE(enc["activation_encodings"].contains(t));
+  CHECK(qg.graph.initializers.count("head.weight"));  // float, under its own name
+  CHECK(qg.graph.initializers.at("head.weight").dtype == ef::exporter::DType::Float);
+  CHECK(report["metric"]["onnxruntime"].is_number());
 }
