@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
     row("  LibTorch float module", [&](const nlohmann::json& x) { return num(x["metric"]["float"]); }, " %12.4f");
     row("  LibTorch simulation", [&](const nlohmann::json& x) { return num(x["metric"]["simulated"]); }, " %12.4f");
     row("  ONNX Runtime", [&](const nlohmann::json& x) { return num(x["metric"]["onnxruntime"]); }, " %12.4f");
+    row("  ONNX Runtime, QDQ as written", [&](const nlohmann::json& x) { return x["metric"].contains("onnxruntime_unfused") ? num(x["metric"]["onnxruntime_unfused"]) : num(x["metric"]["onnxruntime"]); }, " %12.4f");
     const double ref = num(r[0]["metric"]["float"]);
     row("  simulation vs float, change", [&](const nlohmann::json& x) { return num(x["metric"]["simulated"]) - ref; }, " %+12.4f");
     row("  ONNX Runtime vs float, change", [&](const nlohmann::json& x) { return num(x["metric"]["onnxruntime"]) - ref; }, " %+12.4f");

@@ -54,6 +54,8 @@ sizes = [int(np.prod(s)) for s in shapes]
 raw = np.fromfile(inputs, dtype=np.float32).reshape(-1, sum(sizes))
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = m.get("threads", 0)
+if not m.get("optimize", True):  # execute the graph as written (QDQ pairs stay QDQ pairs)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 names = [i.name for i in s.get_inputs()]
 ys, times = [], []
@@ -78,7 +80,7 @@ struct OrtResult {
   double latency_ms = 0;
 };
 
-OrtResult run_onnxruntime(const std::string& python, const std::string& model_bytes, const std::vector<Inputs>& inputs) {
+OrtResult run_onnxruntime(const std::string& python, const std::string& model_bytes, const std::vector<Inputs>& inputs, bool optimize) {
   const fs::path dir = fs::temp_directory_path() / ("edgeforge-ort-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand()));
   fs::create_directories(dir);
   struct Cleanup {
@@ -96,7 +98,7 @@ OrtResult run_onnxruntime(const std::string& python, const std::string& model_by
       }
     nlohmann::json shapes = nlohmann::json::array();
     for (const auto& x : inputs.at(0)) shapes.push_back(x.sizes().vec());
-    std::ofstream(dir / "meta.json") << nlohmann::json({{"shapes", shapes}}).dump();
+    std::ofstream(dir / "meta.json") << nlohmann::json({{"shapes", shapes}, {"optimize", optimize}}).dump();
   }
   std::string cmd = shell_quote(python) + " " + shell_quote((dir / "run.py").string()) + " " + shell_quote((dir / "model.onnx").string()) + " " +
                     shell_quote((dir / "inputs.bin").string()) + " " + shell_quote((dir / "outputs.bin").string()) + " " +
@@ -153,6 +155,8 @@ std::string report_markdown(const nlohmann::json& r) {
   const std::string m = r["metric"]["name"];
   md << "\n## " << m << " on held-out data\n\n| float (LibTorch) | simulated quantized (LibTorch) | ONNX Runtime |\n|---|---|---|\n";
   md << "| " << r["metric"]["float"].dump() << " | " << r["metric"]["simulated"].dump() << " | " << r["metric"]["onnxruntime"].dump() << " |\n";
+  if (r["metric"].contains("onnxruntime_unfused"))
+    md << "\nONNX Runtime with graph optimizations off (QDQ executed as written): " << r["metric"]["onnxruntime_unfused"].dump() << "\n";
   md << "\n## Agreement\n\n";
   md << "- traced graph vs module (max relative error): " << r["agreement"]["graph_vs_module"].dump() << "\n";
   md << "- ONNX Runtime vs simulation (max relative error): " << r["agreement"]["onnxruntime_vs_simulated"].dump() << "\n";
@@ -244,7 +248,7 @@ nlohmann::json run_export(const ExportOptions& o) {
   report["agreement"] = {{"graph_vs_module", graph_vs_module}, {"onnxruntime_vs_simulated", nullptr}, {"onnxruntime_vs_float", nullptr}};
   const std::string python = default_python(o.python);
   if (o.run_onnxruntime && !python.empty() && !held.inputs.empty()) {
-    OrtResult ort = run_onnxruntime(python, bytes, held.inputs);
+    OrtResult ort = run_onnxruntime(python, bytes, held.inputs, /*optimize=*/true);
     report["metric"]["onnxruntime"] = target->metric(model, ort.outputs, held.targets);
     double worst = 0, worst_float = 0;
     for (size_t i = 0; i < ort.outputs.size(); ++i) {
@@ -254,6 +258,16 @@ nlohmann::json run_export(const ExportOptions& o) {
     report["agreement"]["onnxruntime_vs_simulated"] = worst;
     report["agreement"]["onnxruntime_vs_float"] = worst_float;
     report["onnxruntime_latency_ms"] = ort.latency_ms;
+    if (scheme.quantized()) {
+      // The same file with ONNX Runtime's graph optimizations off: QDQ pairs run as written instead
+      // of being fused into its integer kernels, which round intermediates their own way (and on
+      // x86 without VNNI, its u8s8 kernels can saturate).
+      OrtResult unfused = run_onnxruntime(python, bytes, held.inputs, /*optimize=*/false);
+      report["metric"]["onnxruntime_unfused"] = target->metric(model, unfused.outputs, held.targets);
+      double w = 0;
+      for (size_t i = 0; i < unfused.outputs.size(); ++i) w = std::max(w, max_rel(unfused.outputs[i], sim_out[i]));
+      report["agreement"]["onnxruntime_unfused_vs_simulated"] = w;
+    }
   }
 
   // per-layer errors: each quantized activation against the same tensor of the float graph
