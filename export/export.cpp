@@ -49,9 +49,9 @@ import numpy as np
 import onnxruntime as ort
 model, inputs, outputs, meta = sys.argv[1:5]
 m = json.load(open(meta))
-shapes = m["shapes"]
-sizes = [int(np.prod(s)) for s in shapes]
-raw = np.fromfile(inputs, dtype=np.float32).reshape(-1, sum(sizes))
+shapes, dtypes = m["shapes"], [np.dtype(d) for d in m["dtypes"]]
+sizes = [int(np.prod(s)) * d.itemsize for s, d in zip(shapes, dtypes)]
+raw = open(inputs, "rb").read()
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = m.get("threads", 0)
 if not m.get("optimize", True):  # execute the graph as written (QDQ pairs stay QDQ pairs)
@@ -59,9 +59,11 @@ if not m.get("optimize", True):  # execute the graph as written (QDQ pairs stay 
 s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 names = [i.name for i in s.get_inputs()]
 ys, times = [], []
-for row in raw:
-    parts = np.split(row, np.cumsum(sizes)[:-1])
-    feed = {n: p.reshape(shape) for n, p, shape in zip(names, parts, shapes)}
+for start in range(0, len(raw), sum(sizes)):
+    feed, pos = {}, start
+    for n, shape, d, size in zip(names, shapes, dtypes, sizes):
+        feed[n] = np.frombuffer(raw, dtype=d, count=size // d.itemsize, offset=pos).reshape(shape)
+        pos += size
     t0 = time.perf_counter()
     ys.append(s.run(None, feed)[0])
     times.append(time.perf_counter() - t0)
@@ -91,14 +93,19 @@ OrtResult run_onnxruntime(const std::string& python, const std::string& model_by
     std::ofstream(dir / "model.onnx", std::ios::binary) << model_bytes;
     std::ofstream(dir / "run.py") << kOrtScript;
     std::ofstream in(dir / "inputs.bin", std::ios::binary);
+    // integer inputs (token ids) as int64, everything else as float32
+    auto as_written = [](const torch::Tensor& x) { return (x.is_floating_point() ? x.to(torch::kFloat) : x.to(torch::kLong)).contiguous(); };
     for (const auto& call : inputs)
       for (const auto& x : call) {
-        torch::Tensor c = x.to(torch::kFloat).contiguous();
+        torch::Tensor c = as_written(x);
         in.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
       }
-    nlohmann::json shapes = nlohmann::json::array();
-    for (const auto& x : inputs.at(0)) shapes.push_back(x.sizes().vec());
-    std::ofstream(dir / "meta.json") << nlohmann::json({{"shapes", shapes}, {"optimize", optimize}}).dump();
+    nlohmann::json shapes = nlohmann::json::array(), dtypes = nlohmann::json::array();
+    for (const auto& x : inputs.at(0)) {
+      shapes.push_back(x.sizes().vec());
+      dtypes.push_back(x.is_floating_point() ? "float32" : "int64");
+    }
+    std::ofstream(dir / "meta.json") << nlohmann::json({{"shapes", shapes}, {"dtypes", dtypes}, {"optimize", optimize}}).dump();
   }
   std::string cmd = shell_quote(python) + " " + shell_quote((dir / "run.py").string()) + " " + shell_quote((dir / "model.onnx").string()) + " " +
                     shell_quote((dir / "inputs.bin").string()) + " " + shell_quote((dir / "outputs.bin").string()) + " " +

@@ -83,7 +83,7 @@ void add_core_lowerings(LoweringTable& m) {
   };
   m["aten::scaled_dot_product_attention"] = [](Lowering& L, const JitNode* n) {
     if (!L.is_none(in(n, 3))) throw std::runtime_error("export: aten::scaled_dot_product_attention with an attention mask is not supported");
-    if (L.b(in(n, 5))) throw std::runtime_error("export: causal aten::scaled_dot_product_attention is not supported");
+    const bool causal = L.b(in(n, 5));
     auto qs = Lowering::shape(in(n, 0));
     double scale = 1.0 / std::sqrt(static_cast<double>(qs.back()));
     if (n->inputs().size() > 6 && !L.is_none(in(n, 6))) scale = L.d(in(n, 6));
@@ -96,6 +96,11 @@ void add_core_lowerings(LoweringTable& m) {
     L.mark(s);
     s = L.emit("Mul", {s, L.constant(torch::scalar_tensor(scale))});
     L.mark(s);
+    if (causal) {  // -inf above the diagonal; the masked scores get no quantizer (their range is infinite)
+      const int64_t lq = qs[r - 2], lk = Lowering::shape(in(n, 1))[r - 2];
+      torch::Tensor mask = torch::zeros({lq, lk}).masked_fill(torch::ones({lq, lk}, torch::kBool).triu(1), -INFINITY);
+      s = L.emit("Add", {s, L.constant(mask, "causal_mask")});
+    }
     std::string p = L.emit("Softmax", {s}, {{"axis", Attr::of(int64_t{-1})}});
     L.mark(p);
     L.bind(outv(n), L.emit("MatMul", {p, L.tensor(in(n, 2))}));
@@ -303,6 +308,11 @@ void add_core_lowerings(LoweringTable& m) {
   m["aten::scatter"] = [](Lowering& L, const JitNode* n) {
     const int64_t a = Lowering::axis(L.i(in(n, 1)), Lowering::rank(in(n, 0)));
     L.bind(outv(n), L.emit("ScatterElements", {L.tensor(in(n, 0)), L.tensor(in(n, 2)), L.tensor(in(n, 3))}, {{"axis", Attr::of(a)}}));
+    return false;
+  };
+  m["aten::embedding"] = [](Lowering& L, const JitNode* n) {
+    // embedding(weight, indices, padding_idx, scale_grad, sparse): rows of the table
+    L.bind(outv(n), L.emit("Gather", {L.tensor(in(n, 0)), L.tensor(in(n, 1))}, {{"axis", Attr::of(int64_t{0})}}));
     return false;
   };
   m["aten::index_select"] = [](Lowering& L, const JitNode* n) {

@@ -1,12 +1,13 @@
 // Export targets of the latent-diffusion recipes:
 //  - `autoencoder`: the tiny autoencoder's "decoder" (latent -> image) and "encoder" (image -> latent);
 //  - `diffusion` and `edit`: the "unet" (x_t [+ the source image's latent when editing],
-//    timestep, text embeddings -> the schedule's prediction), and the autoencoder's two halves.
-// The text encoder is not exported (its causal attention and token lookup are outside the op set).
+//    timestep, text embeddings -> the schedule's prediction), the "text_encoder" (token ids ->
+//    hidden states) and the autoencoder's two halves.
 // Metrics, on the run's own validation split:
 //  - decoder: PSNR of decode(float encoder's latent) against the image;
 //  - encoder: PSNR of the float decoder applied to the exported encoder's latent;
-//  - unet: the denoising MSE against the schedule's target at fixed (seeded) t and noise.
+//  - unet: the denoising MSE against the schedule's target at fixed (seeded) t and noise;
+//  - text_encoder: the hidden states' squared error relative to the float module's (0 for fp32).
 // The timestep path (the sinusoids and the time MLP, a function of the timestep alone) is kept in
 // float: 8-bit codes of t * frequency would scramble the high-frequency sinusoids.
 #include <ATen/CPUGeneratorImpl.h>
@@ -40,7 +41,7 @@ class LatentDiffusionTarget : public ExportTarget {
     path_ = prepare_dataset(run.config.section("data"), editing_ ? "edits" : "captions");
   }
   std::vector<std::string> models() const override {
-    if (ld_) return {"unet", "decoder", "encoder"};
+    if (ld_) return {"unet", "text_encoder", "decoder", "encoder"};
     return {"decoder", "encoder"};
   }
   CaptureSpec spec(const std::string& model, int64_t batch) override {
@@ -52,6 +53,11 @@ class LatentDiffusionTarget : public ExportTarget {
       s.input_names = {"sample", "timestep", "encoder_hidden_states"};
       s.unquantized_inputs = {"timestep"};
       s.output_name = "prediction";
+    } else if (model == "text_encoder") {
+      s.module = ld_->text.get();
+      s.forward = [this](const Inputs& x) { return ld_->text->forward(x.at(0)); };
+      s.input_names = {"input_ids"};
+      s.output_name = "last_hidden_state";
     } else if (model == "decoder") {
       s.module = ae_;
       s.forward = [this](const Inputs& x) { return ae_->decode(x.at(0)); };
@@ -70,16 +76,18 @@ class LatentDiffusionTarget : public ExportTarget {
   }
   std::vector<Inputs> calibration(const std::string& model, int64_t n, int64_t batch) override { return make(model, "train", n, batch).inputs; }
   Heldout heldout(const std::string& model, int64_t n, int64_t batch) override { return make(model, "val", n, batch); }
-  std::string metric_name(const std::string& model) const override { return model == "unet" ? "denoise_mse" : "psnr"; }
-  bool higher_is_better(const std::string& model) const override { return model != "unet"; }
+  std::string metric_name(const std::string& model) const override {
+    return model == "unet" ? "denoise_mse" : model == "text_encoder" ? "hidden_rel_mse" : "psnr";
+  }
+  bool higher_is_better(const std::string& model) const override { return model != "unet" && model != "text_encoder"; }
   double metric(const std::string& model, const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const override {
     torch::NoGradGuard ng;
     double sum = 0, count = 0;
     for (size_t i = 0; i < outputs.size(); ++i) {
       torch::Tensor out = outputs[i].view_as(model == "encoder" ? outputs[i] : targets[i]);
-      if (model == "unet") {
+      if (model == "unet" || model == "text_encoder") {
         sum += (out - targets[i]).square().sum().item<double>();
-        count += static_cast<double>(targets[i].numel());
+        count += model == "unet" ? static_cast<double>(targets[i].numel()) : targets[i].square().sum().item<double>();
         continue;
       }
       torch::Tensor image = model == "encoder" ? ae_->decode(out) : out;
@@ -119,6 +127,10 @@ class LatentDiffusionTarget : public ExportTarget {
       } else if (model == "encoder") {
         h.inputs.push_back({image});
         h.targets.push_back(image);
+      } else if (model == "text_encoder") {
+        torch::Tensor ids = ld_->text->tokenizer().encode_bytes(b.at("text"));
+        h.inputs.push_back({ids});
+        h.targets.push_back(ld_->text->forward(ids));
       } else {
         torch::Tensor z0 = ld_->encode(image) * ld_->latent_scale();
         torch::Tensor eps = torch::randn(z0.sizes(), gen);

@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 inline void write_raw(const fs::path& path, const std::vector<torch::Tensor>& tensors) {
   std::ofstream out(path, std::ios::binary);
   for (const auto& t : tensors) {
-    torch::Tensor c = t.to(torch::kFloat).contiguous();
+    torch::Tensor c = (t.is_floating_point() ? t.to(torch::kFloat) : t.to(torch::kLong)).contiguous();  // as check_onnx.py reads them
     out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
   }
 }

@@ -1,5 +1,6 @@
 """Reads an EdgeForge ONNX export with the official tools: onnx.checker (full check, with shape
-inference), ONNX Runtime on raw float32 inputs (all graph inputs, in order, one after the other),
+inference), ONNX Runtime on raw inputs (all graph inputs, in order, one after the other; float32, int64 for
+integer inputs),
 and the encodings JSON against the graph's tensor names.
 Usage: check_onnx.py MODEL INPUTS.bin OUTPUT.bin [--encodings E.json] [--no-optimize]; prints one JSON object."""
 import json
@@ -19,10 +20,13 @@ names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
 for node in graph.node:
     names.update(node.output)
 shapes = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input]
-sizes = [int(np.prod(s)) for s in shapes]
-raw = np.fromfile(input_path, dtype=np.float32)
-assert raw.size == sum(sizes), f"{raw.size} input values for inputs of {shapes}"
-feed = {i.name: p.reshape(s) for i, p, s in zip(graph.input, np.split(raw, np.cumsum(sizes)[:-1]), shapes)}
+dtypes = [np.dtype(np.int64 if i.type.tensor_type.elem_type == onnx.TensorProto.INT64 else np.float32) for i in graph.input]
+raw = open(input_path, "rb").read()
+assert len(raw) == sum(int(np.prod(s)) * d.itemsize for s, d in zip(shapes, dtypes)), f"{len(raw)} input bytes for inputs of {shapes}"
+feed, pos = {}, 0
+for i, s, d in zip(graph.input, shapes, dtypes):
+    feed[i.name] = np.frombuffer(raw, dtype=d, count=int(np.prod(s)), offset=pos).reshape(s)
+    pos += int(np.prod(s)) * d.itemsize
 options = ort.SessionOptions()
 if "--no-optimize" in rest:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
