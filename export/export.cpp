@@ -193,8 +193,11 @@ nlohmann::json run_export(const ExportOptions& o) {
   const int64_t calib_n = o.calib < 0 ? section.get<int64_t>("calib", 64) : o.calib;
   const fs::path out_dir = o.out_dir.empty() ? o.run_dir / "export" / scheme.name : o.out_dir;
   const std::string recipe = RunSettings::from(run.config).recipe;
-  if (!export_targets().contains(recipe))
+  if (!export_targets().contains(recipe)) {
+    if (run.recipe->modules().count("scene"))
+      throw std::invalid_argument("export: a '" + recipe + "' run holds a Gaussian scene, not a network: export it with --format ply");
     throw std::invalid_argument("export: recipe '" + recipe + "' names no export target (see export/README.md to add one)");
+  }
   std::unique_ptr<ExportTarget> target = export_targets().create(recipe, run);
   const std::string model = o.model.empty() ? target->models().at(0) : o.model;
   CaptureSpec spec = target->spec(model, o.batch);

@@ -108,6 +108,9 @@ TEST_CASE("splat: both renderers train through the CLI past a PSNR floor", "[spl
   CHECK(report["size"]["ratio"].get<double>() < 0.3);
   CHECK(std::abs(report["psnr"]["float"].get<double>() - final_metric(run, "eval/psnr")) < 1e-3);
   CHECK(report["psnr"]["compact"].get<double>() > report["psnr"]["float"].get<double>() - 0.5);
+  auto r5 = run_command(cli + " export " + quote(run.string()) + " --quant w8a8");  // a scene is not a network
+  CHECK(r5.exit_code == 2);
+  CHECK(r5.output.find("--format ply") != std::string::npos);
   auto r4 = run_command(cli + " render --ply " + quote((dir.path / "export" / "scene.compact.ply").string()) + " --data " + quote(data.string()) +
                         " --views test --out " + quote((dir.path / "frames-compact").string()));
   INFO(r4.output);
