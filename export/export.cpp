@@ -38,6 +38,17 @@ void for_each_batch(const Dataset& data, int64_t n, int64_t batch, const std::fu
   }
 }
 
+Heldout collect_batches(const Dataset& data, int64_t n, int64_t batch, const std::vector<std::string>& inputs, const std::string& target) {
+  Heldout h;
+  for_each_batch(data, n, batch, [&](const Batch& b) {
+    Inputs x;
+    for (const auto& k : inputs) x.push_back(b.at(k));
+    h.inputs.push_back(std::move(x));
+    if (!target.empty()) h.targets.push_back(b.at(target));
+  });
+  return h;
+}
+
 namespace fs = std::filesystem;
 
 namespace {

@@ -223,7 +223,8 @@ std::map<std::string, torch::Tensor> Interpreter::run(const std::map<std::string
       else if (mode == "nearest" && ctm == "asymmetric" && attr_s(n, "nearest_mode") == "floor")
         out = {torch::upsample_nearest2d(x, size)};
       else
-        throw std::runtime_error("export interpreter: Resize mode " + mode + "/" + ctm + " is not implemented");
+        throw std::runtime_error("export interpreter: Resize " + mode + "/" + ctm +
+                                 " (the lowering writes linear align_corners or pytorch_half_pixel, and nearest asymmetric floor)");
     } else if (op == "GridSample") {
       static const std::vector<std::string> modes = {"bilinear", "nearest", "bicubic"}, pads = {"zeros", "border", "reflection"};
       const auto mode = std::find(modes.begin(), modes.end(), attr_s(n, "mode")) - modes.begin();

@@ -101,7 +101,10 @@ class Lowering {
   }
   bool is_none(const Value* v) const { return is_const(v) && v->type()->kind() == c10::TypeKind::NoneType; }
   int64_t i(const Value* v) const { return ivalue(v).toInt(); }
-  double d(const Value* v) const { auto iv = ivalue(v); return iv.isInt() ? static_cast<double>(iv.toInt()) : iv.toDouble(); }
+  double d(const Value* v) const {  // a number argument, given as int or float
+    const c10::IValue iv = ivalue(v);
+    return iv.isInt() ? static_cast<double>(iv.toInt()) : iv.toDouble();
+  }
   bool b(const Value* v) const { return ivalue(v).toBool(); }
   std::vector<int64_t> int_list(const Value* v) const { return ivalue(v).toIntVector(); }
 

@@ -39,6 +39,20 @@ class ExportTarget {
 // hands each to `take`: the targets' calibration and held-out sets.
 void for_each_batch(const Dataset& data, int64_t n, int64_t batch, const std::function<void(const Batch&)>& take);
 
+// The samples' `inputs` keys as graph inputs and, when `target` is not empty, its key as the
+// reference: for_each_batch for targets whose inputs and ground truth are dataset keys.
+Heldout collect_batches(const Dataset& data, int64_t n, int64_t batch, const std::vector<std::string>& inputs, const std::string& target = "");
+
+// The run's module `name` as the network class T; throws naming the recipe and `what` it lacks.
+template <class T>
+T* recipe_module(OpenedRun& run, const std::string& name, const std::string& what) {
+  auto mods = run.recipe->modules();
+  auto it = mods.find(name);
+  T* m = it == mods.end() ? nullptr : dynamic_cast<T*>(it->second);
+  if (!m) throw std::runtime_error("export: the run's recipe holds no " + what + " named '" + name + "'");
+  return m;
+}
+
 using ExportTargetRegistry = Registry<ExportTarget, OpenedRun&>;
 ExportTargetRegistry& export_targets();
 

@@ -212,15 +212,33 @@ PlyData read_ply_data(const fs::path& path) {
     seen_vertex |= e.name == "vertex";
   }
 
-  // ---- every element's data into a float64 table [count, P] (exact for 32-bit integers) ----
+  // ---- every element's data into a table [count, P]: float32 when every property is float32 (a
+  // standard scene, copied as it is), else float64 (exact for 32-bit integers such as packed codes) ----
   const char* p = bytes.data() + data_start;
   const char* const stop = bytes.data() + bytes.size();
   const bool swap = (format == "binary_little_endian") != host_is_little_endian();
+  auto require_bytes = [&](const Element& e, size_t need) {
+    const size_t left = static_cast<size_t>(stop - p);
+    if (left < need)
+      fail(path, "truncated: the header announces " + std::to_string(e.count) + " " + e.name + " elements (" + std::to_string(need) +
+                     " bytes), but only " + std::to_string(left) + " bytes of data follow");
+  };
   for (const Element& e : elements) {
     const int64_t n = e.count, P = static_cast<int64_t>(e.props.size());
     PlyElementData el;
     el.name = e.name;
     for (const auto& prop : e.props) el.properties.push_back(prop.name);
+    bool all_float = format != "ascii";
+    for (const auto& prop : e.props) all_float &= prop.type == Type::F32;
+    if (all_float && !swap) {
+      const size_t need = 4 * static_cast<size_t>(n * P);
+      require_bytes(e, need);
+      el.table = torch::empty({n, P}, torch::kFloat32);
+      std::memcpy(el.table.data_ptr<float>(), p, need);
+      p += need;
+      data.elements.push_back(std::move(el));
+      continue;
+    }
     el.table = torch::empty({n, P}, torch::kFloat64);
     double* out = el.table.data_ptr<double>();
     if (format == "ascii") {
@@ -236,20 +254,11 @@ PlyData read_ply_data(const fs::path& path) {
     } else {
       size_t stride = 0;
       std::vector<size_t> offset;
-      bool all_float = true;
-      for (const auto& prop : e.props) offset.push_back(stride), stride += prop.size, all_float &= prop.type == Type::F32;
-      const size_t need = stride * static_cast<size_t>(n), left = static_cast<size_t>(stop - p);
-      if (left < need)
-        fail(path, "truncated: the header announces " + std::to_string(n) + " " + e.name + " elements (" + std::to_string(need) +
-                       " bytes), but only " + std::to_string(left) + " bytes of data follow");
-      if (all_float && !swap) {
-        torch::Tensor f = torch::empty({n, P}, torch::kFloat32);
-        std::memcpy(f.data_ptr<float>(), p, need);
-        el.table = f.to(torch::kFloat64);
-      } else {
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = 0; c < P; ++c) out[r * P + c] = load_any(e.props[c].type, p + static_cast<size_t>(r) * stride + offset[c], swap);
-      }
+      for (const auto& prop : e.props) offset.push_back(stride), stride += prop.size;
+      const size_t need = stride * static_cast<size_t>(n);
+      require_bytes(e, need);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < P; ++c) out[r * P + c] = load_any(e.props[c].type, p + static_cast<size_t>(r) * stride + offset[c], swap);
       p += need;
     }
     data.elements.push_back(std::move(el));

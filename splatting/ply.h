@@ -29,12 +29,13 @@ void write_ply(const std::filesystem::path& path, const GaussianParams& g);
 // or malformed file, or one missing a required property.
 GaussianParams read_ply(const std::filesystem::path& path);
 
-// Every element of a PLY file (scalar properties only) as a float64 table [count, properties]:
-// what read_ply and the compact reader decode. Throws like read_ply.
+// Every element of a PLY file (scalar properties only) as a table [count, properties]: float32 when
+// all its properties are float32 (copied as stored), else float64 (exact for 32-bit integers). What
+// read_ply and the compact reader decode. Throws like read_ply.
 struct PlyElementData {
   std::string name;
   std::vector<std::string> properties;
-  torch::Tensor table;  // float64 [count, properties.size()]
+  torch::Tensor table;  // float32 or float64 [count, properties.size()]
 };
 struct PlyData {
   std::vector<PlyElementData> elements;

@@ -9,11 +9,7 @@ namespace {
 
 class ClassifyTarget : public ExportTarget {
  public:
-  explicit ClassifyTarget(OpenedRun& run) {
-    auto mods = run.recipe->modules();
-    auto it = mods.find("model");
-    vit_ = it == mods.end() ? nullptr : dynamic_cast<ViTImpl*>(it->second);
-    if (!vit_) throw std::runtime_error("export: the classify recipe holds no ViT named 'model'");
+  explicit ClassifyTarget(OpenedRun& run) : vit_(recipe_module<ViTImpl>(run, "model", "ViT")) {
     data_path_ = run.config.section("data").get<std::string>("path", "data/shapes.h5");
   }
   std::vector<std::string> models() const override { return {"model"}; }
@@ -29,17 +25,10 @@ class ClassifyTarget : public ExportTarget {
     return s;
   }
   std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
-    std::vector<Inputs> out;
-    for_each_batch(ShapesDataset(data_path_, "train"), n, batch, [&](const Batch& b) { out.push_back({b.at("image")}); });
-    return out;
+    return collect_batches(ShapesDataset(data_path_, "train"), n, batch, {"image"}).inputs;
   }
   Heldout heldout(const std::string&, int64_t n, int64_t batch) override {
-    Heldout h;
-    for_each_batch(ShapesDataset(data_path_, "val"), n, batch, [&](const Batch& b) {
-      h.inputs.push_back({b.at("image")});
-      h.targets.push_back(b.at("label"));
-    });
-    return h;
+    return collect_batches(ShapesDataset(data_path_, "val"), n, batch, {"image"}, "label");
   }
   std::string metric_name(const std::string&) const override { return "acc"; }
   bool higher_is_better(const std::string&) const override { return true; }

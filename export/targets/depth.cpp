@@ -11,11 +11,7 @@ namespace {
 
 class DepthTarget : public ExportTarget {
  public:
-  explicit DepthTarget(OpenedRun& run) {
-    auto mods = run.recipe->modules();
-    auto it = mods.find("model");
-    net_ = it == mods.end() ? nullptr : dynamic_cast<DepthNetImpl*>(it->second);
-    if (!net_) throw std::runtime_error("export: the depth recipe holds no depth network named 'model'");
+  explicit DepthTarget(OpenedRun& run) : net_(recipe_module<DepthNetImpl>(run, "model", "depth network")) {
     path_ = prepare_dataset(run.config.section("data"), "depth-scenes");
     DepthScenesDataset val(path_, "val");
     size_ = val.image_size();
@@ -35,17 +31,10 @@ class DepthTarget : public ExportTarget {
     return s;
   }
   std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
-    std::vector<Inputs> out;
-    for_each_batch(DepthScenesDataset(path_, "train"), n, batch, [&](const Batch& b) { out.push_back({b.at("image")}); });
-    return out;
+    return collect_batches(DepthScenesDataset(path_, "train"), n, batch, {"image"}).inputs;
   }
   Heldout heldout(const std::string&, int64_t n, int64_t batch) override {
-    Heldout h;
-    for_each_batch(DepthScenesDataset(path_, "val"), n, batch, [&](const Batch& b) {
-      h.inputs.push_back({b.at("image")});
-      h.targets.push_back(b.at("depth"));
-    });
-    return h;
+    return collect_batches(DepthScenesDataset(path_, "val"), n, batch, {"image"}, "depth");
   }
   std::string metric_name(const std::string&) const override { return "abs_rel"; }
   bool higher_is_better(const std::string&) const override { return false; }

@@ -27,10 +27,7 @@ class LatentDiffusionTarget : public ExportTarget {
  public:
   explicit LatentDiffusionTarget(OpenedRun& run) : recipe_(RunSettings::from(run.config).recipe) {
     if (recipe_ == "autoencoder") {
-      auto mods = run.recipe->modules();
-      auto it = mods.find("autoencoder");
-      ae_ = it == mods.end() ? nullptr : dynamic_cast<TinyAutoencoderImpl*>(it->second);
-      if (!ae_) throw std::runtime_error("export: the autoencoder recipe holds no tiny autoencoder named 'autoencoder'");
+      ae_ = recipe_module<TinyAutoencoderImpl>(run, "autoencoder", "tiny autoencoder");
     } else {
       auto* has = dynamic_cast<HasLatentDiffusion*>(run.recipe.get());
       if (!has) throw std::runtime_error("export: the " + recipe_ + " recipe holds no latent diffusion model");

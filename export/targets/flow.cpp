@@ -13,11 +13,7 @@ namespace {
 
 class FlowTarget : public ExportTarget {
  public:
-  explicit FlowTarget(OpenedRun& run) {
-    auto mods = run.recipe->modules();
-    auto it = mods.find("model");
-    net_ = it == mods.end() ? nullptr : dynamic_cast<flow::FlowNetImpl*>(it->second);
-    if (!net_) throw std::runtime_error("export: the flow recipe holds no flow network named 'model'");
+  explicit FlowTarget(OpenedRun& run) : net_(recipe_module<flow::FlowNetImpl>(run, "model", "flow network")) {
     Config data = run.config.section("data");
     path_ = prepare_dataset(data, data.get<std::string>("kind", "flow-chairs"));
     iters_ = run.config.section("eval").get<int64_t>("iters", net_->options().iters);
@@ -35,9 +31,7 @@ class FlowTarget : public ExportTarget {
     return s;
   }
   std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
-    std::vector<Inputs> out;
-    for_each_batch(flow::FlowScenesDataset(path_, "train"), n, batch, [&](const Batch& b) { out.push_back({b.at("image1"), b.at("image2")}); });
-    return out;
+    return collect_batches(flow::FlowScenesDataset(path_, "train"), n, batch, {"image1", "image2"}).inputs;
   }
   Heldout heldout(const std::string&, int64_t n, int64_t batch) override {
     Heldout h;
