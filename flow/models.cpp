@@ -141,7 +141,10 @@ torch::Tensor coords_grid(int64_t B, int64_t h, int64_t w, const torch::TensorOp
 }  // namespace
 
 // ---- SCI, warping, upsampling ---------------------------------------------------------------------
-std::pair<torch::Tensor, torch::Tensor> warp(const torch::Tensor& feat, const torch::Tensor& flow) {
+namespace {
+
+// grid_sample of feat at x + flow(x) (bilinear, align_corners, zeros outside).
+torch::Tensor sample_at_flow(const torch::Tensor& feat, const torch::Tensor& flow) {
   TORCH_CHECK(feat.dim() == 4 && flow.dim() == 4 && flow.size(1) == 2 && feat.size(0) == flow.size(0) && feat.size(2) == flow.size(2) &&
                   feat.size(3) == flow.size(3),
               "warp: features [B,C,h,w] and flow [B,2,h,w] must agree, got ", feat.sizes(), " and ", flow.sizes());
@@ -150,22 +153,43 @@ std::pair<torch::Tensor, torch::Tensor> warp(const torch::Tensor& feat, const to
   torch::Tensor gx = p.select(1, 0) * (2.0 / std::max<int64_t>(w - 1, 1)) - 1;
   torch::Tensor gy = p.select(1, 1) * (2.0 / std::max<int64_t>(h - 1, 1)) - 1;
   torch::Tensor grid = torch::stack({gx, gy}, -1).to(feat.scalar_type());
-  auto opts = F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(true);
-  torch::Tensor out = F::grid_sample(feat, grid, opts);
-  torch::Tensor inside = F::grid_sample(torch::ones({B, 1, h, w}, feat.options()), grid, opts);
-  return {out, inside};
+  return F::grid_sample(feat, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(true));
+}
+
+torch::Tensor with_ones_channel(const torch::Tensor& feat) {
+  return torch::cat({feat, torch::ones({feat.size(0), 1, feat.size(2), feat.size(3)}, feat.options())}, 1);
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> warp(const torch::Tensor& feat, const torch::Tensor& flow) {
+  const int64_t C = feat.size(1);
+  torch::Tensor s = sample_at_flow(with_ones_channel(feat), flow);  // the ones channel becomes the in-frame mask
+  return {s.narrow(1, 0, C), s.narrow(1, C, 1)};
+}
+
+SciFeatures sci_features(const torch::Tensor& f1, const torch::Tensor& f2, bool normalize) {
+  TORCH_CHECK(f1.dim() == 4 && f1.sizes() == f2.sizes(), "sci_features: F1 and F2 must be equal [B,C,h,w], got ", f1.sizes(), " and ",
+              f2.sizes());
+  SciFeatures s;
+  s.f1 = normalize ? F::normalize(f1, F::NormalizeFuncOptions().dim(1).eps(1e-6)) : f1;
+  s.f2_ones = with_ones_channel(f2);
+  s.normalize = normalize;
+  return s;
+}
+
+torch::Tensor sci_map(const SciFeatures& features, const torch::Tensor& flow, const torch::Tensor& sigma2) {
+  const int64_t C = features.f1.size(1);
+  torch::Tensor s = sample_at_flow(features.f2_ones, flow.detach());
+  torch::Tensor w2 = s.narrow(1, 0, C), inside = s.narrow(1, C, 1);
+  // normalised: ||F1^ - W^||^2 = 2 - 2 cos in [0, 4]; raw: the squared distance per channel
+  torch::Tensor d2 = features.normalize ? (features.f1 - F::normalize(w2, F::NormalizeFuncOptions().dim(1).eps(1e-6))).square().sum(1, true)
+                                        : (features.f1 - w2).square().sum(1, true) / static_cast<double>(C);
+  return torch::exp(-d2 / sigma2) * inside;
 }
 
 torch::Tensor sci_map(const torch::Tensor& f1, const torch::Tensor& f2, const torch::Tensor& flow, const torch::Tensor& sigma2, bool normalize) {
-  auto [w2, inside] = warp(f2, flow.detach());
-  torch::Tensor d2;
-  if (normalize) {
-    auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-6);
-    d2 = (F::normalize(f1, opts) - F::normalize(w2, opts)).square().sum(1, true);
-  } else {
-    d2 = (f1 - w2).square().sum(1, true) / static_cast<double>(f1.size(1));
-  }
-  return torch::exp(-d2 / sigma2) * inside;
+  return sci_map(sci_features(f1, f2, normalize), flow, sigma2);
 }
 
 torch::Tensor convex_upsample(const torch::Tensor& flow, const torch::Tensor& mask) {
@@ -228,6 +252,9 @@ FlowOutput FlowNetImpl::forward(const torch::Tensor& image1, const torch::Tensor
   torch::Tensor coords0 = coords_grid(B, h, w, f1.options()), coords1 = coords0.clone();
   torch::Tensor sigma2 = sci_.learn_sigma && log_sigma2.defined() ? torch::exp(log_sigma2) : torch::full({1}, sci_.sigma2, f1.options());
 
+  // F1's normalisation and F2's ones channel do not change over the iterations: prepared once
+  const SciFeatures sci_feats = sci_.enabled ? sci_features(f1, f2, sci_.normalize) : SciFeatures{};
+
   FlowOutput out;
   for (int64_t it = 0; it < iters; ++it) {
     coords1 = coords1.detach();
@@ -236,7 +263,7 @@ FlowOutput FlowNetImpl::forward(const torch::Tensor& image1, const torch::Tensor
     torch::Tensor flow = coords1 - coords0;
     torch::Tensor m;
     if (sci_.enabled) {
-      m = sci_map(f1, f2, flow, sigma2, sci_.normalize);
+      m = sci_map(sci_feats, flow, sigma2);
       out.sci_maps.push_back(m);
       if (sci_.input == "motion") corr = torch::cat({corr, m}, 1);
     }

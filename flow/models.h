@@ -48,7 +48,17 @@ struct SciOptions {
 // Backward warp of features by a flow in their own pixels: out(x) = feat(x + flow(x)).
 // feat [B,C,h,w], flow [B,2,h,w] -> ([B,C,h,w], inside mask [B,1,h,w] in [0,1]).
 std::pair<torch::Tensor, torch::Tensor> warp(const torch::Tensor& feat, const torch::Tensor& flow);
-// The SCI map [B,1,h,w] in [0,1] (flow is detached inside).
+// What the SCI map needs of an image pair, prepared once before the iterations: F1 (L2-normalised
+// when `normalize`) and F2 with a ones channel appended, so that one warp gives both W(F2) and the
+// in-frame mask.
+struct SciFeatures {
+  torch::Tensor f1, f2_ones;
+  bool normalize = true;
+};
+SciFeatures sci_features(const torch::Tensor& f1, const torch::Tensor& f2, bool normalize);
+// The SCI map [B,1,h,w] in [0,1] at this flow (detached inside).
+torch::Tensor sci_map(const SciFeatures& features, const torch::Tensor& flow, const torch::Tensor& sigma2);
+// The same in one call, from the raw features.
 torch::Tensor sci_map(const torch::Tensor& f1, const torch::Tensor& f2, const torch::Tensor& flow, const torch::Tensor& sigma2,
                       bool normalize);
 

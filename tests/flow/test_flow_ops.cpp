@@ -147,6 +147,29 @@ TEST_CASE("flow sci: warping and the SCI map on constructed cases", "[flow]") {
   CHECK_FALSE(sci_map(f, f2, fl, sigma2, true).requires_grad());
 }
 
+TEST_CASE("flow sci: the map from features prepared once equals the definition written out", "[flow]") {
+  torch::manual_seed(5);
+  const int64_t B = 2, C = 6, h = 5, w = 7;
+  torch::Tensor f1 = torch::randn({B, C, h, w}), f2 = torch::randn({B, C, h, w}), flow = 2 * torch::randn({B, 2, h, w});
+  torch::Tensor sigma2 = torch::full({1}, 0.7);
+  // reference: separate warps of F2 and of a ones map, grid in normalised coordinates (align_corners)
+  torch::Tensor xs = torch::arange(w, torch::kFloat32).view({1, 1, w}).expand({B, h, w});
+  torch::Tensor ys = torch::arange(h, torch::kFloat32).view({1, h, 1}).expand({B, h, w});
+  torch::Tensor grid = torch::stack({(xs + flow.select(1, 0)) * (2.0 / (w - 1)) - 1, (ys + flow.select(1, 1)) * (2.0 / (h - 1)) - 1}, -1);
+  auto opts = F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(true);
+  torch::Tensor w2 = F::grid_sample(f2, grid, opts);
+  torch::Tensor inside = F::grid_sample(torch::ones({B, 1, h, w}), grid, opts);
+  for (bool normalize : {true, false}) {
+    torch::Tensor d2 = normalize ? (f1 / f1.norm(2, 1, true) - w2 / w2.norm(2, 1, true).clamp_min(1e-6)).square().sum(1, true)
+                                 : (f1 - w2).square().sum(1, true) / static_cast<double>(C);
+    torch::Tensor want = torch::exp(-d2 / sigma2) * inside;
+    const SciFeatures prepared = sci_features(f1, f2, normalize);
+    CHECK(torch::allclose(sci_map(prepared, flow, sigma2), want, 1e-5, 1e-6));
+    CHECK(torch::allclose(sci_map(f1, f2, flow, sigma2, normalize), want, 1e-5, 1e-6));
+  }
+  CHECK(torch::allclose(warp(f2, flow).second, inside, 1e-6, 1e-7));
+}
+
 TEST_CASE("flow models: RAFT-S parameter count and the one SCI input channel and the shapes of both models", "[flow]") {
   FlowModelOptions o;  // raft-small defaults
   FlowNet base(o, SciOptions{});
