@@ -101,9 +101,16 @@ class Lowering {
   }
   bool is_none(const Value* v) const { return is_const(v) && v->type()->kind() == c10::TypeKind::NoneType; }
   int64_t i(const Value* v) const { return ivalue(v).toInt(); }
-  double d(const Value* v) const {  // a number argument, given as int or float
+  // A number argument: traced graphs give Scalars as int, float or bool constants, and sometimes as
+  // one-element constant tensors.
+  double d(const Value* v) const {
     const c10::IValue iv = ivalue(v);
-    return iv.isInt() ? static_cast<double>(iv.toInt()) : iv.toDouble();
+    if (iv.isDouble()) return iv.toDouble();
+    if (iv.isInt()) return static_cast<double>(iv.toInt());
+    if (iv.isBool()) return iv.toBool() ? 1.0 : 0.0;
+    if (iv.isTensor() && iv.toTensor().numel() == 1) return iv.toTensor().item<double>();
+    throw std::runtime_error("export: expected a number for input '" + v->debugName() + "' of " + v->node()->kind().toQualString() +
+                             ", got a " + iv.tagKind());
   }
   bool b(const Value* v) const { return ivalue(v).toBool(); }
   std::vector<int64_t> int_list(const Value* v) const { return ivalue(v).toIntVector(); }
