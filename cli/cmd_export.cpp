@@ -13,7 +13,7 @@ void add_export(CLI::App& app, Action& action) {
   auto run_dir = std::make_shared<std::string>(), out = std::make_shared<std::string>(), ckpt = std::make_shared<std::string>();
   cmd->add_option("run_dir", *run_dir, "run folder (holds config.json and ckpt/)")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--model", o->model, "which of the recipe's networks (default: its first exportable one)");
-  cmd->add_option("--format", o->format, "onnx (networks), or ply for a splat run: the standard 3DGS .ply and the compressed layout")->check(CLI::IsMember({"onnx", "ply"}));
+  cmd->add_option("--format", o->format, "onnx (networks), or a format the run's export target writes itself (ply for a splat run: the standard 3DGS .ply and the compressed layout)");
   cmd->add_option("--quant", o->quant, "fp32, fp16 (half-precision body, float32 inputs and outputs), w8a8 (int8 weights per channel, uint8 activations per tensor), w8a16 (uint16 activations) or w4a8 (default: the run config's export.quant, else w8a8)");
   cmd->add_option("--observer", o->observer, "activation range calibration: minmax, percentile or mse");
   cmd->add_option("--float-layer", o->float_layers, "keep this layer (a parameter-name prefix, e.g. head) in float; repeatable, adds to export.float_layers");
@@ -30,13 +30,8 @@ void add_export(CLI::App& app, Action& action) {
       o->run_dir = *run_dir;
       o->out_dir = *out;
       o->checkpoint = *ckpt;
-      try {
-        nlohmann::json report = exporter::run_export(*o);
-        std::cout << report.dump(2) << "\n";
-      } catch (const std::invalid_argument& e) {
-        std::cerr << "error: " << e.what() << "\n";
-        return kBadInput;
-      }
+      nlohmann::json report = exporter::run_export(*o);  // bad input: InputError, exit 2 (main.cpp)
+      std::cout << report.dump(2) << "\n";
       return kOk;
     };
   });

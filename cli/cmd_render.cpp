@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/config.h"
 #include "splatting/render_job.h"
 
 namespace ef::cli {
@@ -28,7 +29,7 @@ void add_render(CLI::App& app, Action& action) {
       job->data = *data;
       job->out = *out;
       job->export_ply = *export_ply;
-      if (job->run_dir.empty() == job->ply.empty()) throw std::invalid_argument("render: give a run folder or --ply, not both or neither");
+      if (job->run_dir.empty() == job->ply.empty()) throw InputError("render: give a run folder or --ply, not both or neither");
       auto r = splat::run_render_job(*job);
       nlohmann::json report = {{"frames", r.frames}, {"seconds", r.seconds}, {"fps", r.seconds > 0 ? r.frames / r.seconds : 0.0},
                                {"out", r.out.string()}};

@@ -24,11 +24,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a missing file, an unknown flag or a missing value is bad input
+    return app.exit(e) == 0 ? ef::cli::kOk : ef::cli::kBadInput;
   }
   try {
     return action ? action() : ef::cli::kOk;
-  } catch (const ef::ConfigError& e) {
+  } catch (const ef::InputError& e) {  // a config key, a file, an argument: named in the message
     std::cerr << "error: " << e.what() << "\n";
     return ef::cli::kBadInput;
   } catch (const c10::Error& e) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 
 namespace ef {
@@ -70,7 +71,7 @@ std::optional<fs::path> CheckpointStore::latest() const {
   name.erase(name.find_last_not_of(" \n\r\t") + 1);
   fs::path f = dir_ / name;
   if (!fs::exists(f / "meta.json"))
-    throw std::runtime_error("checkpoint " + f.string() + " named by " + pointer.string() + " is incomplete or missing");
+    throw InputError("checkpoint " + f.string() + " named by " + pointer.string() + " is incomplete or missing");
   return f;
 }
 
@@ -79,7 +80,7 @@ nlohmann::json CheckpointStore::read_meta(const fs::path& folder) {
   try {
     return nlohmann::json::parse(read_file(p));
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(p.string() + ": corrupt checkpoint metadata: " + e.what());
+    throw InputError(p.string() + ": corrupt checkpoint metadata: " + e.what());
   }
 }
 

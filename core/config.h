@@ -16,8 +16,15 @@
 
 namespace ef {
 
-struct ConfigError : std::runtime_error {
+// Bad input from the user: a file that is missing, corrupt or not what its format says, a command-line
+// argument, a config value. The message names the file, the key or the option; the CLI reports it
+// and exits 2 (cli/main.cpp). Failures that are not the input's fault stay std::runtime_error (exit 1).
+struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+// A config key or value: the message carries the config's source and the dotted path.
+struct ConfigError : InputError {
+  using InputError::InputError;
 };
 
 class Config {

@@ -1,5 +1,6 @@
 #include "core/data_gen.h"
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 #include "core/hdf5_file.h"
 
@@ -19,7 +20,7 @@ nlohmann::json stored_generator_params(const fs::path& dataset) {
     try {
       return nlohmann::json::parse(read_file(meta)).value("params", nlohmann::json());
     } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(meta.string() + ": not valid JSON: " + e.what());
+      throw InputError(meta.string() + ": not valid JSON: " + e.what());
     }
   }
   H5File f(dataset, H5File::Mode::Read);

@@ -1,5 +1,6 @@
 #include "core/hdf5_file.h"
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 
 #include <fcntl.h>
@@ -142,7 +143,7 @@ void check_write_target(hid_t file, const std::filesystem::path& path, const std
 }
 
 Handle open_dataset(hid_t file, const std::filesystem::path& path, const std::string& name) {
-  if (!is_dataset(file, name)) throw std::runtime_error(path.string() + ": no dataset " + in_quotes(name));
+  if (!is_dataset(file, name)) throw InputError(path.string() + ": no dataset " + in_quotes(name));
   Handle dataset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dataset.ok()) fail(path, "cannot open dataset " + in_quotes(name));
   return dataset;
@@ -227,7 +228,7 @@ ReadPlan plan_read(hid_t dataset, const std::filesystem::path& path, const std::
     default:
       break;
   }
-  throw std::runtime_error(path.string() + ": dataset " + in_quotes(name) +
+  throw InputError(path.string() + ": dataset " + in_quotes(name) +
                            " has a type that cannot become a tensor (only integers, floats and bools can)");
 }
 
@@ -276,14 +277,14 @@ void write_string_attr(hid_t object, const std::string& name, const std::string&
 Handle open_root_attr(hid_t root, const std::string& name, H5T_class_t expected, const char* kind,
                       const std::filesystem::path& path) {
   if (H5Aexists(root, name.c_str()) <= 0) {
-    throw std::runtime_error(path.string() + ": no attribute " + in_quotes(name) + " on the root group");
+    throw InputError(path.string() + ": no attribute " + in_quotes(name) + " on the root group");
   }
   Handle attr(H5Aopen(root, name.c_str(), H5P_DEFAULT), H5Aclose);
   if (!attr.ok()) fail(path, "cannot open attribute " + in_quotes(name));
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   if (H5Tget_class(type.get()) != expected || H5Sget_simple_extent_npoints(space.get()) != 1) {
-    throw std::runtime_error(path.string() + ": attribute " + in_quotes(name) + " is not a single " + kind);
+    throw InputError(path.string() + ": attribute " + in_quotes(name) + " is not a single " + kind);
   }
   return attr;
 }
@@ -316,15 +317,15 @@ Handle file_access_plist() {
 
 hid_t open_for_reading(const std::filesystem::path& path) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw std::runtime_error("HDF5 file not found: " + path.string());
-  if (std::filesystem::is_directory(path, ec)) throw std::runtime_error(path.string() + " is a directory, not an HDF5 file");
+  if (!std::filesystem::exists(path, ec)) throw InputError("HDF5 file not found: " + path.string());
+  if (std::filesystem::is_directory(path, ec)) throw InputError(path.string() + " is a directory, not an HDF5 file");
   if (::access(path.c_str(), R_OK) != 0) {
     throw std::runtime_error("cannot read HDF5 file " + path.string() + ": " + std::strerror(errno));
   }
   const Handle fapl = file_access_plist();
   const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (file < 0) {
-    throw std::runtime_error(path.string() + " is not a readable HDF5 file (corrupt or wrong format)" + hdf5_detail());
+    throw InputError(path.string() + " is not a readable HDF5 file (corrupt or wrong format)" + hdf5_detail());
   }
   return file;
 }

@@ -1,5 +1,6 @@
 #include "core/image_io.h"
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 
 #include <fcntl.h>
@@ -39,7 +40,7 @@ namespace {
 const char* const kMemorySource = "<memory>";
 
 [[noreturn]] void fail(const std::string& source, const std::string& what) {
-  throw std::runtime_error(source + ": " + what);
+  throw InputError(source + ": " + what);
 }
 
 std::string shape_of(const torch::Tensor& t) {

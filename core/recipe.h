@@ -27,12 +27,36 @@ struct RunContext {
   bool quiet = false;
 };
 
+// Where a frozen network's weights come from: another run's network, or a safetensors file.
+struct FrozenSource {
+  std::filesystem::path run;   // a run folder (runs/<name>/ means its newest run) ...
+  std::string module;          // ... and the network's name there (trained, or frozen there in turn)
+  std::filesystem::path file;  // or a .safetensors file (diffusers / PEFT names load as they are)
+  bool empty() const { return run.empty() && file.empty(); }
+};
+
+// A network the recipe uses but does not train: a teacher, an autoencoder, an adapter's base model.
+struct FrozenNetwork {
+  torch::nn::Module* module = nullptr;
+  FrozenSource source;
+};
+
 class Recipe {
  public:
   virtual ~Recipe() = default;
 
-  // Networks whose weights a checkpoint holds: one <name>.safetensors each.
+  // Networks the recipe trains, whose weights every checkpoint holds: one <name>.safetensors each.
+  // EMA (ema_modules), quantization-aware training and checkpoint loading walk these only.
   virtual std::map<std::string, torch::nn::Module*> modules() = 0;
+  // Frozen networks, by name (distinct from modules()). After the recipe is built, the launcher loads
+  // each from its source (core/frozen.h), moves it to the device, puts it in eval mode without
+  // gradients, and records the source it resolved (run folder, checkpoint, checksum) under the
+  // resolved config's "frozen" key, so that a resume, eval or export reloads exactly those weights.
+  // They are never saved, averaged or quantization-trained.
+  virtual std::map<std::string, FrozenNetwork> frozen() { return {}; }
+  // Shared trainer options (keys of `train`, see TrainOptions) that this recipe cannot honour: the
+  // launcher rejects a config that sets one to other than its default, naming the key.
+  virtual std::vector<std::string> unsupported_train_options() const { return {}; }
   // Optimizers whose state a checkpoint holds.
   virtual std::map<std::string, ScheduledOptimizer*> optimizers() = 0;
   // Names in modules() of which the trainer keeps an exponential moving average (train.ema > 0).

@@ -1,3 +1,4 @@
+#include "core/config.h"
 #include "core/run.h"
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -12,6 +13,7 @@
 #include "core/checkpoint.h"
 #include "core/qat.h"
 #include "core/device.h"
+#include "core/frozen.h"
 
 namespace ef {
 
@@ -69,6 +71,14 @@ struct Built {
   std::unique_ptr<Recipe> recipe;
 };
 
+// Every shared trainer option is honoured or refused: never silently ignored.
+void check_train_options(const Recipe& recipe, const std::string& name, const TrainOptions& train, const Config& section) {
+  for (const auto& key : recipe.unsupported_train_options())
+    if (!train.is_default(key)) section.invalid(key, "the " + name + " recipe does not support it; remove the key (or set its default)");
+  if (train.ema > 0 && recipe.ema_modules().empty())
+    section.invalid("ema", "the " + name + " recipe keeps no moving average of any network; remove the key (or set 0)");
+}
+
 // Builds the recipe, which reads (and so resolves) every section; then unknown keys are errors.
 Built build(Config config, const fs::path& run_dir, bool quiet) {
   Built b{config, RunSettings::from(config), {}, {}, nullptr};
@@ -86,6 +96,8 @@ Built build(Config config, const fs::path& run_dir, bool quiet) {
   b.ctx.grad_clip = b.train.grad_clip;
   const auto& entry = recipes().at(b.settings.recipe);  // fails early with the known names
   b.recipe = entry.make(config, b.ctx);
+  check_train_options(*b.recipe, b.settings.recipe, b.train, config.section("train"));
+  load_frozen_networks(*b.recipe, config, b.ctx.device);
   config.reject_unknown_keys();
   return b;
 }
@@ -142,7 +154,7 @@ OpenedRun open_run(const fs::path& run_dir, const std::vector<std::string>& over
   if (ckpt.empty()) {
     CheckpointStore store(run_dir / "ckpt", 0);
     auto latest = store.latest();
-    if (!latest) throw std::runtime_error(run_dir.string() + " has no checkpoint yet");
+    if (!latest) throw InputError(run_dir.string() + " has no checkpoint yet");
     ckpt = *latest;
   }
   load_weights(*b.recipe, ckpt, prefer_ema);
@@ -163,9 +175,9 @@ fs::path resolve_run_folder(const fs::path& path, const std::string& what) {
 void load_module_from_run(const fs::path& run_dir, const std::string& module_name, torch::nn::Module& module, bool prefer_ema) {
   CheckpointStore store(run_dir / "ckpt", 0);
   auto latest = store.latest();
-  if (!latest) throw std::runtime_error(run_dir.string() + " has no checkpoint yet (train it first)");
+  if (!latest) throw InputError(run_dir.string() + " has no checkpoint yet (train it first)");
   if (!fs::exists(*latest / (module_name + ".safetensors")))
-    throw std::runtime_error(latest->string() + " holds no network named \"" + module_name + "\"");
+    throw InputError(latest->string() + " holds no network named \"" + module_name + "\"");
   load_module_weights(module, *latest, module_name, prefer_ema);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 
 namespace ef {
@@ -28,7 +29,7 @@ const char* dtype_name(torch::Dtype d) {
 torch::Dtype dtype_from(const std::string& name, const std::string& source) {
   for (const auto& e : kDtypes)
     if (name == e.name) return e.dtype;
-  throw std::runtime_error(source + ": unsupported safetensors dtype '" + name + "'");
+  throw InputError(source + ": unsupported safetensors dtype '" + name + "'");
 }
 }  // namespace
 
@@ -56,15 +57,15 @@ std::string encode_safetensors(const TensorMap& tensors, const Metadata& metadat
 }
 
 TensorMap decode_safetensors(const std::string& bytes, const std::string& source, Metadata* metadata) {
-  if (bytes.size() < 8) throw std::runtime_error(source + ": not a safetensors file (shorter than its 8-byte header size)");
+  if (bytes.size() < 8) throw InputError(source + ": not a safetensors file (shorter than its 8-byte header size)");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  if (n > bytes.size() - 8) throw std::runtime_error(source + ": corrupt safetensors file (header size " + std::to_string(n) + " exceeds the file)");
+  if (n > bytes.size() - 8) throw InputError(source + ": corrupt safetensors file (header size " + std::to_string(n) + " exceeds the file)");
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes.substr(8, n));
   } catch (const std::exception& e) {
-    throw std::runtime_error(source + ": corrupt safetensors header: " + e.what());
+    throw InputError(source + ": corrupt safetensors header: " + e.what());
   }
   const size_t data_begin = 8 + n, data_size = bytes.size() - data_begin;
   TensorMap out;
@@ -80,7 +81,7 @@ TensorMap decode_safetensors(const std::string& bytes, const std::string& source
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
     size_t want = t.numel() * t.element_size();
     if (off.size() != 2 || off[1] < off[0] || off[1] > data_size || off[1] - off[0] != want)
-      throw std::runtime_error(source + ": corrupt safetensors entry '" + it.key() + "' (data offsets do not match its shape)");
+      throw InputError(source + ": corrupt safetensors entry '" + it.key() + "' (data offsets do not match its shape)");
     std::memcpy(t.data_ptr(), bytes.data() + data_begin + off[0], want);
     out.emplace(it.key(), t);
   }
@@ -92,7 +93,7 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
 }
 
 TensorMap load_safetensors(const std::filesystem::path& path, Metadata* metadata) {
-  if (!std::filesystem::exists(path)) throw std::runtime_error("weights file not found: " + path.string());
+  if (!std::filesystem::exists(path)) throw InputError("weights file not found: " + path.string());
   return decode_safetensors(read_file(path), path.string(), metadata);
 }
 
@@ -109,14 +110,14 @@ void load_module_state(torch::nn::Module& module, const TensorMap& state, const 
   TensorMap mine = module_state(module);
   for (const auto& [name, t] : mine) {
     auto it = state.find(name);
-    if (it == state.end()) throw std::runtime_error(source + ": missing tensor '" + name + "'");
+    if (it == state.end()) throw InputError(source + ": missing tensor '" + name + "'");
     if (it->second.sizes() != t.sizes())
-      throw std::runtime_error(source + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
+      throw InputError(source + ": tensor '" + name + "' has shape " + c10::str(it->second.sizes()) +
                                ", the model expects " + c10::str(t.sizes()));
     t.copy_(it->second);
   }
   for (const auto& [name, t] : state)
-    if (!mine.count(name)) throw std::runtime_error(source + ": unexpected tensor '" + name + "' (not in the model)");
+    if (!mine.count(name)) throw InputError(source + ": unexpected tensor '" + name + "' (not in the model)");
 }
 
 }  // namespace ef

@@ -1,3 +1,4 @@
+#include "core/config.h"
 #include "core/trainer.h"
 
 #include <ATen/autocast_mode.h>
@@ -73,6 +74,16 @@ TrainOptions TrainOptions::from(const Config& c) {
     c.invalid("precision", "expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
   if (o.ema < 0 || o.ema >= 1) c.invalid("ema", "expected 0 <= ema < 1");
   return o;
+}
+
+bool TrainOptions::is_default(const std::string& key) const {
+  const TrainOptions d;
+  if (key == "grad_accum") return grad_accum == d.grad_accum;
+  if (key == "grad_clip") return grad_clip == d.grad_clip;
+  if (key == "ema") return ema == d.ema;
+  if (key == "precision") return precision == d.precision;
+  if (key == "sample_every") return sample_every == d.sample_every;
+  throw std::logic_error("TrainOptions::is_default: '" + key + "' is not a shared option a recipe may decline");
 }
 
 // ---- trainer -----------------------------------------------------------------------------------
@@ -167,7 +178,7 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
   try {
     archive.load_from(state.string());
   } catch (const c10::Error& e) {
-    throw std::runtime_error(state.string() + ": corrupt or unreadable trainer state: " + e.what_without_backtrace());
+    throw InputError(state.string() + ": corrupt or unreadable trainer state: " + e.what_without_backtrace());
   }
   torch::Tensor step;
   archive.read("step", step);

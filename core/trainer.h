@@ -31,6 +31,8 @@ struct TrainOptions {
   bool tensorboard = true;
   int qat_bits = 0;           // quant.qat: fake-quantized weights of this many bits in every step (core/qat.h); 0: off
   static TrainOptions from(const Config& train);
+  // Whether the shared option `key` (grad_accum, grad_clip, ema, precision, sample_every) has its default value.
+  bool is_default(const std::string& key) const;
 };
 
 enum class TrainStatus { Finished, Interrupted };

@@ -9,23 +9,10 @@
 #include <set>
 #include <string>
 
+#include "core/export_target.h"  // CaptureSpec, Inputs
 #include "export/graph.h"
 
 namespace ef::exporter {
-
-// One call's graph inputs, in the order of CaptureSpec::input_names (a flow pair: two images).
-using Inputs = std::vector<torch::Tensor>;
-
-struct CaptureSpec {
-  torch::nn::Module* module = nullptr;                  // its named parameters/buffers become initializers
-  std::function<torch::Tensor(const Inputs&)> forward;  // calls the module; one tensor out
-  Inputs examples;                                      // fix every shape (batch included)
-  std::vector<std::string> input_names = {"input"};     // one per example
-  std::string output_name = "output";
-  // Float inputs that get activation quantizers (all of them unless listed here as excluded:
-  // e.g. a diffusion timestep, whose range is not an image's).
-  std::set<std::string> unquantized_inputs;
-};
 
 struct Captured {
   Graph graph;

@@ -12,42 +12,17 @@
 #include <sstream>
 
 #include "core/atomic_file.h"
+#include "core/export_target.h"
 #include "core/run.h"
 #include "export/interpreter.h"
 #include "export/onnx_writer.h"
 #include "export/quantize.h"
-#include "export/target.h"
 
 #ifndef EDGEFORGE_DEFAULT_PYTHON
 #define EDGEFORGE_DEFAULT_PYTHON ""
 #endif
 
 namespace ef::exporter {
-
-ExportTargetRegistry& export_targets() {
-  static ExportTargetRegistry r("export target");
-  return r;
-}
-
-void for_each_batch(const Dataset& data, int64_t n, int64_t batch, const std::function<void(const Batch&)>& take) {
-  const int64_t count = n <= 0 ? data.size() : std::min(n, data.size());
-  for (int64_t b = 0; b + batch <= count; b += batch) {
-    std::vector<Sample> samples;
-    for (int64_t i = b; i < b + batch; ++i) samples.push_back(data.get(i));
-    take(collate(samples));
-  }
-}
-
-Heldout collect_batches(const Dataset& data, int64_t n, int64_t batch, const std::vector<std::string>& inputs, const std::string& target) {
-  Heldout h;
-  for_each_batch(data, n, batch, [&](const Batch& b) {
-    Inputs x;
-    for (const auto& k : inputs) x.push_back(b.at(k));
-    h.inputs.push_back(std::move(x));
-    if (!target.empty()) h.targets.push_back(b.at(target));
-  });
-  return h;
-}
 
 namespace fs = std::filesystem;
 
@@ -187,15 +162,39 @@ std::string report_markdown(const nlohmann::json& r) {
   return md.str();
 }
 
+// A format the target writes itself (a scene's .ply): into a temporary folder renamed into place.
+nlohmann::json export_files(ExportTarget& target, const ExportOptions& o, const std::string& recipe) {
+  const auto formats = target.file_formats();
+  if (std::find(formats.begin(), formats.end(), o.format) == formats.end()) {
+    std::string known = "onnx";
+    for (const auto& f : formats) known += ", " + f;
+    throw InputError("export: a '" + recipe + "' run cannot be written as --format " + o.format + " (it offers " + known + ")");
+  }
+  const fs::path out_dir = o.out_dir.empty() ? o.run_dir / "export" / o.format : o.out_dir;
+  nlohmann::json report;
+  write_folder_atomically(out_dir, [&](const fs::path& tmp) { report = target.write_files(o.format, tmp); });
+  spdlog::info("export: wrote {}", out_dir.string());
+  return report;
+}
+
 }  // namespace
 
 nlohmann::json run_export(const ExportOptions& o) {
-  if (o.format == "ply") return run_scene_export(o);
-  if (o.format != "onnx") throw std::invalid_argument("export: unknown --format \"" + o.format + "\" (expected onnx, or ply for a splat run)");
-  if (!o.quant.empty()) QuantScheme::parse(o.quant, o.observer);  // bad options fail before anything is read
-  if (o.batch < 1) throw std::invalid_argument("export: --batch must be >= 1");
+  if (o.format.empty()) throw InputError("export: --format is empty");
+  if (o.format == "onnx" && !o.quant.empty()) QuantScheme::parse(o.quant, o.observer);  // bad options fail before anything is read
+  if (o.batch < 1) throw InputError("export: --batch must be >= 1");
 
   OpenedRun run = open_run(o.run_dir, o.overrides, o.checkpoint);
+  const std::string recipe = RunSettings::from(run.config).recipe;
+  if (!export_targets().contains(recipe))
+    throw InputError("export: recipe '" + recipe + "' registers no export target (README: Extending, an export target)");
+  std::unique_ptr<ExportTarget> target = export_targets().create(recipe, run);
+  if (o.format != "onnx") return export_files(*target, o, recipe);
+  if (target->models().empty()) {
+    std::string formats;
+    for (const auto& f : target->file_formats()) formats += (formats.empty() ? "" : ", ") + f;
+    throw InputError("export: a '" + recipe + "' run has no network to export as ONNX: use --format " + formats);
+  }
   // the run's own `export` section gives the defaults the command line did not
   Config section = run.config.section("export");
   QuantScheme scheme = QuantScheme::parse(o.quant.empty() ? section.get<std::string>("quant", "w8a8") : o.quant, o.observer);
@@ -203,13 +202,6 @@ nlohmann::json run_export(const ExportOptions& o) {
   scheme.float_layers.insert(scheme.float_layers.end(), o.float_layers.begin(), o.float_layers.end());
   const int64_t calib_n = o.calib < 0 ? section.get<int64_t>("calib", 64) : o.calib;
   const fs::path out_dir = o.out_dir.empty() ? o.run_dir / "export" / scheme.name : o.out_dir;
-  const std::string recipe = RunSettings::from(run.config).recipe;
-  if (!export_targets().contains(recipe)) {
-    if (run.recipe->modules().count("scene"))
-      throw std::invalid_argument("export: a '" + recipe + "' run holds a Gaussian scene, not a network: export it with --format ply");
-    throw std::invalid_argument("export: recipe '" + recipe + "' names no export target (see export/README.md to add one)");
-  }
-  std::unique_ptr<ExportTarget> target = export_targets().create(recipe, run);
   const std::string model = o.model.empty() ? target->models().at(0) : o.model;
   CaptureSpec spec = target->spec(model, o.batch);
   torch::manual_seed(0);
@@ -230,7 +222,7 @@ nlohmann::json run_export(const ExportOptions& o) {
   int64_t calib_count = 0;
   if (scheme.quantized()) {
     std::vector<Inputs> calib = target->calibration(model, calib_n, o.batch);
-    if (calib.empty()) throw std::invalid_argument("export: --calib " + std::to_string(calib_n) + " gives no full batch of " + std::to_string(o.batch));
+    if (calib.empty()) throw InputError("export: --calib " + std::to_string(calib_n) + " gives no full batch of " + std::to_string(o.batch));
     calib_count = static_cast<int64_t>(calib.size()) * o.batch;
     qg = insert_qdq(cap, calibrate(cap, calib, scheme), scheme);
   } else if (scheme.half) {

@@ -14,7 +14,7 @@ struct ExportOptions {
   std::filesystem::path run_dir, out_dir;   // out_dir default: <run_dir>/export/<quant>
   std::filesystem::path checkpoint;         // default: the run's latest
   std::string model;                        // default: the target's first exportable module
-  std::string format = "onnx";             // onnx | ply (Gaussian scenes)
+  std::string format = "onnx";             // onnx, or a format the target writes itself (ply: Gaussian scenes)
   std::string quant;                        // fp32 | w8a8 | w8a16 | w4a8 (fp16: not yet); "": the run's export.quant, else w8a8
   std::string observer = "minmax";          // minmax | percentile | mse
   std::vector<std::string> float_layers;    // parameter-name prefixes kept in float; added to the run's export.float_layers
@@ -26,11 +26,8 @@ struct ExportOptions {
   bool run_onnxruntime = true;
 };
 
-// Returns report.json's content. Throws (std::invalid_argument for bad options) without writing.
+// Returns report.json's content. Throws (InputError for bad options or input) without writing.
+// --format other than onnx: files the run's export target writes itself (a splat run's .ply scenes).
 nlohmann::json run_export(const ExportOptions& options);
-
-// --format ply (splat runs): scene.ply (standard 3DGS) and scene.compact.ply (compressed layout),
-// with the test-view PSNR of each in the report (scene_export.cpp). run_export dispatches here.
-nlohmann::json run_scene_export(const ExportOptions& options);
 
 }  // namespace ef::exporter

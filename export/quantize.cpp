@@ -79,9 +79,9 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   else if (quant == "w8a16") s.weight_bits = 8, s.act_bits = 16;
   else if (quant == "fp16") s.half = true;
   else
-    throw std::invalid_argument("export: unknown --quant \"" + quant + "\" (expected fp32, w8a8, w4a8, w8a16 or fp16)");
+    throw InputError("export: unknown --quant \"" + quant + "\" (expected fp32, w8a8, w4a8, w8a16 or fp16)");
   if (observer != "minmax" && observer != "percentile" && observer != "mse")
-    throw std::invalid_argument("export: unknown observer \"" + observer + "\" (expected minmax, percentile or mse)");
+    throw InputError("export: unknown observer \"" + observer + "\" (expected minmax, percentile or mse)");
   return s;
 }
 

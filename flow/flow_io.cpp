@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 #include "core/image_io.h"
 
@@ -29,18 +30,18 @@ void check_flow(const torch::Tensor& flow, const char* what) {
 torch::Tensor read_flo(const fs::path& path) {
   TORCH_CHECK(little_endian(), "read_flo: big-endian hosts are not supported");
   const std::string bytes = read_file(path);
-  if (bytes.size() < 12) throw std::runtime_error(path.string() + ": not a .flo file (" + std::to_string(bytes.size()) + " bytes, header needs 12)");
+  if (bytes.size() < 12) throw InputError(path.string() + ": not a .flo file (" + std::to_string(bytes.size()) + " bytes, header needs 12)");
   float tag;
   int32_t w, h;
   std::memcpy(&tag, bytes.data(), 4);
   std::memcpy(&w, bytes.data() + 4, 4);
   std::memcpy(&h, bytes.data() + 8, 4);
-  if (tag != kFloTag) throw std::runtime_error(path.string() + ": not a .flo file (tag is not 202021.25 \"PIEH\")");
+  if (tag != kFloTag) throw InputError(path.string() + ": not a .flo file (tag is not 202021.25 \"PIEH\")");
   if (w <= 0 || h <= 0 || w > 100000 || h > 100000)
-    throw std::runtime_error(path.string() + ": implausible .flo size " + std::to_string(w) + "x" + std::to_string(h));
+    throw InputError(path.string() + ": implausible .flo size " + std::to_string(w) + "x" + std::to_string(h));
   const size_t need = 12 + static_cast<size_t>(w) * static_cast<size_t>(h) * 8;
   if (bytes.size() != need)
-    throw std::runtime_error(path.string() + ": .flo of " + std::to_string(w) + "x" + std::to_string(h) + " needs " + std::to_string(need) +
+    throw InputError(path.string() + ": .flo of " + std::to_string(w) + "x" + std::to_string(h) + " needs " + std::to_string(need) +
                              " bytes, file has " + std::to_string(bytes.size()));
   torch::Tensor flow = torch::empty({h, w, 2}, torch::kFloat32);
   std::memcpy(flow.data_ptr<float>(), bytes.data() + 12, need - 12);
@@ -67,7 +68,7 @@ torch::Tensor flo_valid(const torch::Tensor& flow) {
 KittiFlow read_kitti_flow(const fs::path& path) {
   torch::Tensor png = read_png(path);  // int32 [H,W,C] for 16-bit data
   if (png.dim() != 3 || png.size(2) != 3 || png.scalar_type() != torch::kInt32)
-    throw std::runtime_error(path.string() + ": a KITTI flow PNG is 16-bit RGB, got shape " + std::to_string(png.dim() == 3 ? png.size(2) : 1) +
+    throw InputError(path.string() + ": a KITTI flow PNG is 16-bit RGB, got shape " + std::to_string(png.dim() == 3 ? png.size(2) : 1) +
                              " channel(s), " + (png.scalar_type() == torch::kInt32 ? "16" : "8") + "-bit");
   torch::Tensor f = png.to(torch::kFloat32);
   KittiFlow out;

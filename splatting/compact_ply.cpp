@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 
 namespace ef::splat {
@@ -68,7 +69,7 @@ torch::Tensor lerp_chunks(const torch::Tensor& t, const torch::Tensor& lo, const
   return l * (1 - t) + h * t;
 }
 
-[[noreturn]] void fail(const fs::path& path, const std::string& why) { throw std::runtime_error(path.string() + ": " + why); }
+[[noreturn]] void fail(const fs::path& path, const std::string& why) { throw InputError(path.string() + ": " + why); }
 
 torch::Tensor columns(const PlyElementData& e, const std::vector<std::string>& names, const fs::path& path) {
   std::vector<int64_t> idx;

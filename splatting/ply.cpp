@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/config.h"
 #include "core/atomic_file.h"
 #include "splatting/compact_ply.h"
 
@@ -51,7 +52,7 @@ struct Element {
   std::vector<Property> props;
 };
 
-[[noreturn]] void fail(const fs::path& path, const std::string& why) { throw std::runtime_error(path.string() + ": " + why); }
+[[noreturn]] void fail(const fs::path& path, const std::string& why) { throw InputError(path.string() + ": " + why); }
 
 const TypeInfo& type_named(const std::string& name, const fs::path& path) {
   for (const auto& t : kTypes)
@@ -143,7 +144,7 @@ void write_ply(const fs::path& path, const GaussianParams& g) {
 }
 
 PlyData read_ply_data(const fs::path& path) {
-  if (!fs::exists(path)) throw std::runtime_error("PLY file not found: " + path.string());
+  if (!fs::exists(path)) throw InputError("PLY file not found: " + path.string());
   const std::string bytes = ef::read_file(path);
   if (bytes.compare(0, 4, "ply\n") != 0 && bytes.compare(0, 5, "ply\r\n") != 0) fail(path, "not a PLY file (it does not start with 'ply')");
 

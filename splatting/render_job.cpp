@@ -65,7 +65,7 @@ RenderReport run_render_job(const RenderJob& job) {
     scene = read_ply(job.ply);
     renderer = make_renderer(Config::from_json({{"kind", job.renderer}}));
     renderer->add_attributes(scene);
-    if (job.data.empty()) throw std::invalid_argument("render: --ply needs --data, the scene folder whose cameras to use");
+    if (job.data.empty()) throw InputError("render: --ply needs --data, the scene folder whose cameras to use");
     data = load_scene(Config::from_json({{"path", job.data.string()}}));
     if (out.empty()) out = job.ply.parent_path() / "render";
   } else {
@@ -73,7 +73,7 @@ RenderReport run_render_job(const RenderJob& job) {
     auto mods = run->recipe->modules();
     auto* s = mods.count("scene") ? dynamic_cast<GaussianSceneImpl*>(mods.at("scene")) : nullptr;
     auto* r = mods.count("renderer") ? dynamic_cast<SplatRendererImpl*>(mods.at("renderer")) : nullptr;
-    if (!s || !r) throw std::invalid_argument("render: " + job.run_dir.string() + " is not a splat run (recipe '" +
+    if (!s || !r) throw InputError("render: " + job.run_dir.string() + " is not a splat run (recipe '" +
                                               run->config.require<std::string>("recipe") + "')");
     scene = s->params();
     renderer = std::shared_ptr<SplatRendererImpl>(r, [](SplatRendererImpl*) {});  // owned by the recipe
@@ -93,7 +93,7 @@ RenderReport run_render_job(const RenderJob& job) {
   if (job.views == "train" || job.views == "all")
     for (const auto& v : data.train) views.push_back(&v);
   if (job.views != "test" && job.views != "train" && job.views != "all" && job.views != "none")
-    throw std::invalid_argument("render: --views must be test, train, all or none, got '" + job.views + "'");
+    throw InputError("render: --views must be test, train, all or none, got '" + job.views + "'");
   std::vector<Camera> train_cams;
   for (const auto& v : data.train) train_cams.push_back(v.camera);
   auto orbit = job.orbit > 0 ? orbit_cameras(train_cams, job.orbit) : std::vector<Camera>{};

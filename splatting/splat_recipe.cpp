@@ -97,6 +97,9 @@ class SplatRecipe : public Recipe {
 
   std::map<std::string, torch::nn::Module*> modules() override { return {{"scene", scene_.get()}, {"renderer", renderer_.get()}}; }
   std::map<std::string, ScheduledOptimizer*> optimizers() override { return {}; }
+  // One view per optimizer step, as in 3DGS: the densification statistics are per-view gradients, which
+  // accumulation would mix and clipping would distort.
+  std::vector<std::string> unsupported_train_options() const override { return {"grad_accum", "grad_clip"}; }
 
   Scalars train_step(int64_t step) override {
     const auto& view = pick_view(step);

@@ -4,6 +4,8 @@
 // Metrics: eval/acc, eval/loss; samples: a prediction grid PNG. The run folder gets classes.json
 // ({"kind", "attribute", "classes"}): what a label means, for tools that read the run
 // (tasks/attribute_classifier.h).
+// Export target "classify": the ViT ("model"), images in, logits out; calibrated on the run's own
+// training split and measured by top-1 accuracy on its validation split, whichever data.kind it has.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include "core/atomic_file.h"
 #include "core/image_io.h"
 #include "core/data_gen.h"
+#include "core/export_target.h"
 #include "core/recipe.h"
 #include "models/vit.h"
 #include "tasks/caption_data.h"
@@ -126,6 +129,8 @@ class ClassifyRecipe : public Recipe {
   std::map<std::string, torch::nn::Module*> modules() override { return {{"model", model_.get()}}; }
   std::map<std::string, ScheduledOptimizer*> optimizers() override { return {{"optim", optim_.get()}}; }
   std::vector<std::string> ema_modules() const override { return {"model"}; }
+  const ClassifyData& data() const { return data_; }
+  ViTImpl& model() { return *model_; }
 
   Scalars train_step(int64_t) override {
     model_->train();
@@ -224,6 +229,45 @@ class ClassifyRecipe : public Recipe {
 EF_REGISTER(recipes(), "classify",
             [](const Config& c, const RunContext& ctx) { return std::make_unique<ClassifyRecipe>(c, ctx); },
             "image classification with a ViT (attention from model.attention) on generated shapes or one captions attribute");
+
+class ClassifyTarget : public ExportTarget {
+ public:
+  explicit ClassifyTarget(OpenedRun& run) : recipe_(dynamic_cast<ClassifyRecipe&>(*run.recipe)) {}
+  std::vector<std::string> models() const override { return {"model"}; }
+  CaptureSpec spec(const std::string& model, int64_t batch) override {
+    if (model != "model") no_model(model);
+    ViTImpl* vit = &recipe_.model();
+    CaptureSpec s;
+    s.module = vit;
+    s.forward = [vit](const Inputs& x) { return vit->forward(x.at(0)); };
+    Heldout first = collect_batches(*recipe_.data().val, batch, batch, {"image"});
+    if (first.inputs.empty()) throw InputError("export: the validation split holds fewer than " + std::to_string(batch) + " images");
+    s.examples = first.inputs.front();
+    s.input_names = {"image"};
+    s.output_name = "logits";
+    return s;
+  }
+  std::vector<Inputs> calibration(const std::string&, int64_t n, int64_t batch) override {
+    return collect_batches(*recipe_.data().train, n, batch, {"image"}).inputs;
+  }
+  Heldout heldout(const std::string&, int64_t n, int64_t batch) override { return collect_batches(*recipe_.data().val, n, batch, {"image"}, "label"); }
+  std::string metric_name(const std::string&) const override { return "acc"; }
+  bool higher_is_better(const std::string&) const override { return true; }
+  double metric(const std::string&, const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& targets) const override {
+    double correct = 0, total = 0;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      correct += (outputs[i].argmax(-1) == targets[i]).sum().item<double>();
+      total += static_cast<double>(targets[i].numel());
+    }
+    return total > 0 ? correct / total : 0.0;
+  }
+
+ private:
+  ClassifyRecipe& recipe_;
+};
+
+EF_REGISTER(export_targets(), "classify", [](OpenedRun& run) { return std::make_unique<ClassifyTarget>(run); },
+            "the ViT: images -> logits, top-1 accuracy on the run's own validation split");
 
 }  // namespace
 }  // namespace ef

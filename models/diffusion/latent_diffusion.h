@@ -31,8 +31,8 @@ struct EditGuidance {
 class LatentDiffusion {
  public:
   // model.{unet, text, autoencoder.{from_run, options}, schedule, latent_scale}. The autoencoder's
-  // options come from the run `autoencoder.from_run` names (its weights are loaded by the recipe, on
-  // a fresh start only, from autoencoder_run()). `image_conditioned`: the UNet takes the
+  // options come from the run `autoencoder.from_run` names (its weights are loaded by the launcher: the
+  // recipes declare it a frozen network, see core/frozen.h). `image_conditioned`: the UNet takes the
   // image latent as extra input channels (editing); model.unet.in_channels must then be twice the
   // latent channels.
   LatentDiffusion(const Config& model, bool image_conditioned, torch::Device device);

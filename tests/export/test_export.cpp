@@ -14,7 +14,7 @@
 #include "export/interpreter.h"
 #include "export/onnx_writer.h"
 #include "export/quantize.h"
-#include "export/target.h"
+#include "core/export_target.h"
 #include "tests/export/onnx_check.h"
 #include "tests/test_support.h"
 
@@ -65,7 +65,7 @@ TEST_CASE("export: fp32 ONNX of the classify ViT matches LibTorch in ONNX Runtim
       // independently: the module itself against ONNX Runtime on a random batch
       ef::OpenedRun opened = ef::open_run(run, {});
       auto* model = opened.recipe->modules().at("model");
-      auto target = ef::exporter::export_targets().create("classify", opened);
+      auto target = ef::export_targets().create("classify", opened);
       auto spec = target->spec("model", 1);
       torch::Tensor x = torch::rand({1, 3, 16, 16});
       torch::Tensor expected;
@@ -104,7 +104,7 @@ TEST_CASE("export: w8a8 QDQ runs in ONNX Runtime like the LibTorch simulation an
 
   // the simulation, rebuilt in-process with the same calibration, against ONNX Runtime
   ef::OpenedRun opened = ef::open_run(run, {});
-  auto target = ef::exporter::export_targets().create("classify", opened);
+  auto target = ef::export_targets().create("classify", opened);
   auto spec = target->spec("model", 1);
   auto cap = ef::exporter::capture(spec);
   auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
@@ -153,9 +153,9 @@ struct CumsumNet : torch::nn::Module {
 
 TEST_CASE("export: an op outside the lowering table fails with its name", "[export]") {
   auto net = std::make_shared<CumsumNet>();
-  ef::exporter::CaptureSpec spec;
+  ef::CaptureSpec spec;
   spec.module = net.get();
-  spec.forward = [&](const ef::exporter::Inputs& x) { return net->forward(x.at(0)); };
+  spec.forward = [&](const ef::Inputs& x) { return net->forward(x.at(0)); };
   spec.examples = {torch::rand({2, 4})};
   REQUIRE_THROWS_WITH(ef::exporter::capture(spec), Contains("unsupported op aten::cumsum"));
 }
@@ -227,7 +227,7 @@ TEST_CASE("export: layers named in float_layers keep float weights and activatio
   }
   // the graph: no quantizer reads the output of a node that reads a float layer's parameter
   ef::OpenedRun opened = ef::open_run(run, {});
-  auto target = ef::exporter::export_targets().create("classify", opened);
+  auto target = ef::export_targets().create("classify", opened);
   auto cap = ef::exporter::capture(target->spec("model", 1));
   auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
   scheme.float_layers = o.float_layers;

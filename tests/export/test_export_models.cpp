@@ -13,7 +13,7 @@
 #include "export/interpreter.h"
 #include "export/onnx_writer.h"
 #include "export/quantize.h"
-#include "export/target.h"
+#include "core/export_target.h"
 #include "tests/export/onnx_check.h"
 #include "tests/test_support.h"
 
@@ -95,7 +95,7 @@ TEST_CASE("export: flow depth autoencoder and UNets export in fp32 and match Lib
 
     // the official checker (full check, shape inference) on the written file, on random inputs
     ef::OpenedRun opened = ef::open_run(d / run, {});
-    auto target = ef::exporter::export_targets().create(report["recipe"].get<std::string>(), opened);
+    auto target = ef::export_targets().create(report["recipe"].get<std::string>(), opened);
     auto spec = target->spec(model, 1);
     torch::Tensor got;
     nlohmann::json info = ef::test::check_onnx(o.out_dir / "model.onnx", spec.examples, d, &got);
@@ -125,7 +125,7 @@ TEST_CASE("export: flow depth autoencoder and UNets export in fp32 and match Lib
     CHECK(std::abs(r["metric"]["simulated"].get<double>() - r["metric"]["float"].get<double>()) <= 1e-2 * std::abs(r["metric"]["float"].get<double>()));
     CHECK(!r["layer_errors"].empty());
     ef::OpenedRun opened = ef::open_run(d / run, {});
-    auto target = ef::exporter::export_targets().create(r["recipe"].get<std::string>(), opened);
+    auto target = ef::export_targets().create(r["recipe"].get<std::string>(), opened);
     torch::Tensor got;
     nlohmann::json info = ef::test::check_onnx(h.out_dir / "model.onnx", target->spec(model, 1).examples, d, &got);
     CHECK(info["checker"] == true);
@@ -153,7 +153,7 @@ TEST_CASE("export: flow depth autoencoder and UNets export in fp32 and match Lib
   CHECK(std::isfinite(text["metric"]["onnxruntime"].get<double>()));
   CHECK(text["metric"]["simulated"].get<double>() < 0.05);  // hidden states within a few % (relative squared error)
   ef::OpenedRun opened = ef::open_run(d / "t2i", {});
-  auto target = ef::exporter::export_targets().create("diffusion", opened);
+  auto target = ef::export_targets().create("diffusion", opened);
   auto cap = ef::exporter::capture(target->spec("unet", 1));
   for (const auto& n : cap.graph.nodes)
     if (n.op == "Sin" || n.op == "Cos") CHECK_FALSE(cap.activation_points.count(n.outputs[0]));
@@ -163,7 +163,7 @@ TEST_CASE("export: w8a8 flow runs in ONNX Runtime like the LibTorch simulation",
   ef::test::ScratchDir dir("export-flow-w8a8");
   train(configs() / "flow-raft-small.json", dir.path / "raft", tiny_flow(dir.path));
   ef::OpenedRun opened = ef::open_run(dir.path / "raft", {});
-  auto target = ef::exporter::export_targets().create("flow", opened);
+  auto target = ef::export_targets().create("flow", opened);
   auto cap = ef::exporter::capture(target->spec("model", 1));
   auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
   auto qg = ef::exporter::insert_qdq(cap, ef::exporter::calibrate(cap, target->calibration("model", 8, 1), scheme), scheme);

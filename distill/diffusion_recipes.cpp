@@ -1,15 +1,18 @@
 // Recipes "diffusion" (text-to-image in the tiny autoencoder's latent space, on generated captioned
 // images) and "edit" (InstructPix2Pix: input image + instruction -> edited image, on generated edit
 // triplets). Both train the UNet and the text encoder together with the schedule's denoising loss;
-// the autoencoder is frozen and comes from an `autoencoder` run (model.autoencoder.from_run).
+// the autoencoder is a frozen network (Recipe::frozen(), never saved in this run's checkpoints) and
+// comes from an `autoencoder` run (model.autoencoder.from_run), a weight file
+// (model.weights.autoencoder), or the run an edit model starts from (model.init_from).
 //
 // Conditioning dropout, so that sampling can use classifier-free guidance:
 //   diffusion: the caption is replaced by "" with probability train.text_dropout (default 0.1);
 //   edit: per sample u ~ U[0,1) and p = train.cond_dropout (default 0.05, InstructPix2Pix):
 //         u < p drops the text, p <= u < 2p drops text and image, 2p <= u < 3p drops the image
 //         (a dropped image is an all-zero latent, a dropped text the embedding of "").
-// model.weights.{unet, text_encoder, autoencoder}: safetensors files to start from (diffusers' files of the
-// same configuration load as they are); each run writes the diffusers configs of its UNet and autoencoder.
+// model.weights.{unet, text_encoder}: safetensors files to start from, model.weights.autoencoder: the frozen
+// autoencoder's file (diffusers' files of the same configuration load as they are); each run writes
+// the diffusers configs of its UNet and autoencoder.
 // An edit run may start from a diffusion run (model.init_from): its UNet, with conv_in widened to
 // the image latent's channels (new weights zero), its text encoder and its autoencoder.
 //
@@ -39,18 +42,19 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
   DiffusionRecipeBase(const Config& cfg, const RunContext& ctx, bool image_conditioned) : ctx_(ctx) {
     Config m = cfg.section("model");
     net_ = std::make_unique<LatentDiffusion>(m, image_conditioned, ctx.device);
-    const bool resuming = fs::exists(ctx.run_dir / "ckpt" / "latest");  // the checkpoint brings every weight
+    const bool resuming = fs::exists(ctx.run_dir / "ckpt" / "latest");  // the checkpoint brings the trained weights
     const std::string init_from = image_conditioned ? m.get<std::string>("init_from", "") : "";
-    if (!resuming) {
-      if (!init_from.empty()) start_from(resolve_run_folder(init_from, cfg.source() + ": model.init_from"));
-      else if (!net_->autoencoder_run().empty()) load_module_from_run(net_->autoencoder_run(), "autoencoder", *net_->autoencoder);
-      else if (!m.has("weights") || m.json()["weights"].value("autoencoder", "").empty())
-        throw ConfigError(cfg.source() + ": model.autoencoder.from_run: name the `autoencoder` run whose latent space to use " +
-                          "(train one first: edgeforge train configs/autoencoder-quick.json)");
-    }
     // Weights from files: diffusers' safetensors (diffusion_pytorch_model.safetensors of a UNet2DConditionModel
     // or AutoencoderTiny of the same configuration) load as they are, since the names and shapes match.
     Config files = m.section("weights");
+    const std::string autoencoder_file = files.get<std::string>("autoencoder", "");
+    if (!init_from.empty()) autoencoder_source_ = {resolve_run_folder(init_from, cfg.source() + ": model.init_from"), "autoencoder", {}};
+    else if (!net_->autoencoder_run().empty()) autoencoder_source_ = {net_->autoencoder_run(), "autoencoder", {}};
+    else if (!autoencoder_file.empty()) autoencoder_source_.file = autoencoder_file;
+    else
+      throw ConfigError(cfg.source() + ": model.autoencoder.from_run: name the `autoencoder` run whose latent space to use " +
+                        "(train one first: edgeforge train configs/autoencoder-quick.json)");
+    if (!resuming && !init_from.empty()) start_from(autoencoder_source_.run);
     for (const auto& [name, module] : modules()) {
       const std::string file = files.get<std::string>(name, "");
       if (!file.empty() && !resuming) load_module_state(*module, load_safetensors(file), file);
@@ -82,9 +86,8 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
   }
 
   LatentDiffusion& diffusion() override { return *net_; }
-  std::map<std::string, torch::nn::Module*> modules() override {
-    return {{"unet", net_->unet.get()}, {"text_encoder", net_->text.get()}, {"autoencoder", net_->autoencoder.get()}};
-  }
+  std::map<std::string, torch::nn::Module*> modules() override { return {{"unet", net_->unet.get()}, {"text_encoder", net_->text.get()}}; }
+  std::map<std::string, FrozenNetwork> frozen() override { return {{"autoencoder", {net_->autoencoder.get(), autoencoder_source_}}}; }
   std::map<std::string, ScheduledOptimizer*> optimizers() override { return {{"optim", optim_.get()}}; }
   std::vector<std::string> ema_modules() const override { return {"unet", "text_encoder"}; }
 
@@ -150,9 +153,10 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
   int64_t eval_images_ = 64;
   SamplerOptions eval_sampler_;
   std::unique_ptr<AttributeClassifier> classifier_;
+  FrozenSource autoencoder_source_;
 
  private:
-  // InstructPix2Pix initialisation from a text-to-image run.
+  // InstructPix2Pix initialisation from a text-to-image run (its autoencoder comes as a frozen network).
   void start_from(const fs::path& run) {
     UNetOptions narrow = net_->unet->options();
     narrow.in_channels = net_->latent_channels();
@@ -161,7 +165,6 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
     source->widen_input(net_->unet->options().in_channels);
     load_module_state(*net_->unet, module_state(*source), run.string() + " (unet, conv_in widened)");
     load_module_from_run(run, "text_encoder", *net_->text);
-    load_module_from_run(run, "autoencoder", *net_->autoencoder);
     spdlog::info("edit: starting from {}: UNet conv_in widened {} -> {} channels", run.string(), narrow.in_channels, net_->unet->options().in_channels);
   }
 };

@@ -73,9 +73,14 @@ TEST_CASE("diffusion recipes: autoencoder then text-to-image then editing throug
   INFO("diffusion loss " << t2i_losses.front() << " -> " << t2i_losses.back());
   CHECK(t2i_losses[2] + t2i_losses[3] < t2i_losses[0] + t2i_losses[1]);
   CHECK(fs::exists(t2i / "samples" / "samples_step_40.png"));
-  // the run copied the autoencoder's options and weights: it needs the autoencoder run no more
+  // the run copied the autoencoder's options; its weights are a frozen network: recorded in the
+  // resolved config (the autoencoder run's checkpoint and checksum), never saved in this run's checkpoints
   auto resolved = nlohmann::json::parse(std::ifstream(t2i / "config.json"));
   CHECK(resolved["model"]["autoencoder"]["options"]["encoder_block_out_channels"] == nlohmann::json({16, 16, 16}));
+  CHECK(resolved["frozen"]["autoencoder"]["run"] == fs::absolute(ae).lexically_normal().string());
+  CHECK(resolved["frozen"]["autoencoder"]["checkpoint"] == "step_40");
+  CHECK(fs::exists(t2i / "ckpt" / "step_40" / "unet.safetensors"));
+  CHECK(!fs::exists(t2i / "ckpt" / "step_40" / "autoencoder.safetensors"));
 
   // text -> images
   const fs::path samples = dir.path / "samples";
@@ -128,11 +133,11 @@ TEST_CASE("diffusion recipes: autoencoder then text-to-image then editing throug
 
   // the wrong kind of run, and a diffusion run without an autoencoder, are refused by name
   r = cli("edit " + quote(t2i.string()) + " --input " + quote(frames.string()) + " --instruction x --out " + quote((dir.path / "x").string()));
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Contains("needs a \"edit\" run"));
   r = cli("train " + quote((fs::path(ef::test::source_dir()) / "configs" / "diffusion-quick.json").string()) +
           sets({"model.autoencoder.from_run=\"\"", "data.path=\"" + captions.string() + "\"", "threads=1"}) + " --run-dir " +
           quote((dir.path / "no-ae").string()) + " --quiet");
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Contains("model.autoencoder.from_run"));
 }

@@ -2,13 +2,13 @@
 // in, the final full-resolution flow out, unrolled over the run's evaluation iterations
 // (eval.iters). Calibrated on the training split, measured by the pooled EPE on the validation
 // split (the recipe's eval/epe).
-#include "export/target.h"
+#include "core/export_target.h"
 #include "core/data_gen.h"
 #include "flow/flow_data.h"
 #include "flow/metrics.h"
 #include "flow/models.h"
 
-namespace ef::exporter {
+namespace ef {
 namespace {
 
 class FlowTarget : public ExportTarget {
@@ -20,7 +20,7 @@ class FlowTarget : public ExportTarget {
   }
   std::vector<std::string> models() const override { return {"model"}; }
   CaptureSpec spec(const std::string& model, int64_t batch) override {
-    if (model != "model") throw std::invalid_argument("export: flow has no model '" + model + "' (exportable: model)");
+    if (model != "model") no_model(model);
     flow::FlowScenesDataset val(path_, "val");
     CaptureSpec s;
     s.module = net_;
@@ -61,4 +61,4 @@ class FlowTarget : public ExportTarget {
 EF_REGISTER(export_targets(), "flow", [](OpenedRun& run) { return std::make_unique<FlowTarget>(run); },
             "the flow network: an image pair -> the final flow, end-point error");
 
-}  // namespace ef::exporter
+}  // namespace ef

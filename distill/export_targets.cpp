@@ -16,11 +16,11 @@
 
 #include "core/data_gen.h"
 #include "core/image_metrics.h"
-#include "export/target.h"
+#include "core/export_target.h"
 #include "models/diffusion/latent_diffusion.h"
 #include "tasks/caption_data.h"
 
-namespace ef::exporter {
+namespace ef {
 namespace {
 
 class LatentDiffusionTarget : public ExportTarget {
@@ -67,7 +67,7 @@ class LatentDiffusionTarget : public ExportTarget {
       s.output_name = "latent";
     }
     Heldout first = make(model, "val", batch, batch);
-    if (first.inputs.empty()) throw std::invalid_argument("export: the validation split of " + path_.string() + " holds fewer than " + std::to_string(batch) + " samples");
+    if (first.inputs.empty()) throw InputError("export: the validation split of " + path_.string() + " holds fewer than " + std::to_string(batch) + " samples");
     s.examples = first.inputs.front();
     return s;
   }
@@ -98,12 +98,7 @@ class LatentDiffusionTarget : public ExportTarget {
  private:
   void check(const std::string& model) const {
     auto m = models();
-    if (std::find(m.begin(), m.end(), model) == m.end())
-      throw std::invalid_argument("export: " + recipe_ + " has no model '" + model + "' (exportable: " + [&] {
-        std::string s;
-        for (const auto& k : m) s += (s.empty() ? "" : ", ") + k;
-        return s;
-      }() + ")");
+    if (std::find(m.begin(), m.end(), model) == m.end()) no_model(model);
   }
 
   // Inputs and targets of `model` from n samples of `split`. The UNet's t and noise come from a
@@ -157,4 +152,4 @@ EF_REGISTER(export_targets(), "autoencoder", make_target, "the tiny autoencoder:
 EF_REGISTER(export_targets(), "diffusion", make_target, "the UNet (denoising MSE) and the autoencoder's halves (PSNR)");
 EF_REGISTER(export_targets(), "edit", make_target, "the editing UNet (denoising MSE) and the autoencoder's halves (PSNR)");
 
-}  // namespace ef::exporter
+}  // namespace ef

@@ -1,12 +1,12 @@
 // Export target of the `depth` recipe: the ViT encoder + dense decoder ("model"), an image in,
 // metric depth out. Calibrated on the training split, measured by AbsRel on the validation split
 // with the recipe's NYU protocol (depth.min / depth.max).
-#include "export/target.h"
+#include "core/export_target.h"
 #include "core/data_gen.h"
 #include "tasks/depth.h"
 #include "tasks/depth_scenes.h"
 
-namespace ef::exporter {
+namespace ef {
 namespace {
 
 class DepthTarget : public ExportTarget {
@@ -21,7 +21,7 @@ class DepthTarget : public ExportTarget {
   }
   std::vector<std::string> models() const override { return {"model"}; }
   CaptureSpec spec(const std::string& model, int64_t batch) override {
-    if (model != "model") throw std::invalid_argument("export: depth has no model '" + model + "' (exportable: model)");
+    if (model != "model") no_model(model);
     CaptureSpec s;
     s.module = net_;
     s.forward = [this](const Inputs& x) { return net_->forward(x.at(0)); };
@@ -59,4 +59,4 @@ class DepthTarget : public ExportTarget {
 EF_REGISTER(export_targets(), "depth", [](OpenedRun& run) { return std::make_unique<DepthTarget>(run); },
             "the depth network: an image -> metric depth, AbsRel");
 
-}  // namespace ef::exporter
+}  // namespace ef
