@@ -55,7 +55,7 @@ TEST_CASE("cli: quickstart in a tiny mode trains / its loss falls / outputs are 
   CHECK_THAT(e.output, Contains("eval/acc"));
 }
 
-TEST_CASE("cli: bad input gets a clear message and a non-zero exit", "[cli][errors]") {
+TEST_CASE("cli: bad input gets a clear message and exit code 2", "[cli][errors]") {
   ef::test::ScratchDir dir("cli-bad");
   auto r = run_command(cli() + " train " + quickstart() + " --set optim.lrr=0.1 --run-dir " + quote((dir.path / "r").string()));
   CHECK(r.exit_code == 2);
@@ -69,14 +69,49 @@ TEST_CASE("cli: bad input gets a clear message and a non-zero exit", "[cli][erro
   ef::write_file_atomically(dir.path / "corrupt.h5", "this is not HDF5");
   r = run_command(cli() + " train " + quickstart() + " --set data.path=" + quote("\"" + (dir.path / "corrupt.h5").string() + "\"") +
                   " --run-dir " + quote((dir.path / "r3").string()));
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Contains("corrupt.h5") && Contains("HDF5"));
 
   r = run_command(cli() + " train /nonexistent.json");
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("/nonexistent.json"));
+  // the command line itself: an unknown flag, a missing value, a folder that does not exist
+  r = run_command(cli() + " train " + quickstart() + " --no-such-flag");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("--no-such-flag"));
+  r = run_command(cli() + " train " + quickstart() + " --set");
+  CHECK(r.exit_code == 2);
+  r = run_command(cli() + " eval " + quote((dir.path / "nowhere").string()));
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("nowhere"));
   r = run_command(cli() + " data gen nosuch");
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Contains("unknown data generator 'nosuch'"));
+}
+
+TEST_CASE("cli: a corrupt checkpoint or a bad export option exits 2 naming the file or option", "[cli][errors]") {
+  ef::test::ScratchDir dir("cli-bad-files");
+  const std::string in_dir = "cd " + quote(dir.path.string()) + " && ";
+  const std::string tiny = quote(ef::test::source_dir() + "/tasks/classify.tiny.json");
+  auto r = run_command(in_dir + cli() + " train " + tiny + " --run-dir run --quiet");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  r = run_command(cli() + " export " + quote((dir.path / "run").string()) + " --quant w9a9 --no-onnxruntime");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("w9a9"));
+  r = run_command(cli() + " export " + quote((dir.path / "run").string()) + " --format gif --no-onnxruntime");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("--format gif"));
+  // truncate the weights of the latest checkpoint (the raw ones and their moving average)
+  for (const char* name : {"model.safetensors", "model.ema.safetensors"}) {
+    const fs::path weights = dir.path / "run" / "ckpt" / "step_4" / name;
+    REQUIRE(fs::exists(weights));
+    const std::string bytes = ef::read_file(weights);
+    ef::write_file_atomically(weights, bytes.substr(0, bytes.size() / 2));
+  }
+  r = run_command(cli() + " eval " + quote((dir.path / "run").string()));
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("step_4/model.") && Contains("corrupt safetensors"));
 }
 
 TEST_CASE("cli: list / info / --help and data gen", "[cli]") {
