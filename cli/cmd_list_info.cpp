@@ -3,30 +3,21 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "core/data_gen.h"
 #include "core/device.h"
-#include "core/recipe.h"
-#include "models/attention/attention.h"
-#include "splatting/renderer.h"
+#include "core/registry_index.h"
 
 namespace ef::cli {
 
-namespace {
-template <class R>
-void print_registry(const R& registry) {
-  std::cout << registry.what() << "s:\n";
-  for (const auto& [name, entry] : registry.entries()) std::cout << "  " << name << (entry.description.empty() ? "" : "  - " + entry.description) << "\n";
-}
-}  // namespace
-
 void add_list_and_info(CLI::App& app, Action& action) {
-  auto* list = app.add_subcommand("list", "List the registered recipes, attention kinds, splat renderers and data generators");
+  auto* list = app.add_subcommand("list", "List every registry (recipes, data generators, attention kinds, samplers, renderers, ...) with its entries");
   list->callback([&action] {
     action = [] {
-      print_registry(recipes());
-      print_registry(attention_kinds());
-      print_registry(splat::renderers());
-      print_registry(data_generators());
+      // from the index every registry enters when the linked libraries fill it: cli/ names no domain
+      for (const RegistryListing* registry : registry_index()) {
+        std::cout << registry->what() << "s:\n";
+        for (const auto& item : registry->items())
+          std::cout << "  " << item.name << (item.description.empty() ? "" : "  - " + item.description) << "\n";
+      }
       return kOk;
     };
   });

@@ -16,7 +16,9 @@ void add_render(CLI::App& app, Action& action) {
   cmd->add_option("run_dir", *run_dir, "a splat run folder (its latest checkpoint is rendered)")->check(CLI::ExistingDirectory);
   cmd->add_option("--ply", *ply, "render this standard 3DGS .ply instead of a run (needs --data for the cameras)")->check(CLI::ExistingFile);
   cmd->add_option("--data", *data, "scene folder whose cameras to use (default: the run's data.path)")->check(CLI::ExistingDirectory);
-  cmd->add_option("--renderer", job->renderer, "with --ply: alpha or wsr")->check(CLI::IsMember({"alpha", "wsr"}));
+  std::string renderer_kinds;  // the registry's, so that a new renderer needs no change here
+  for (const auto& kind : splat::renderers().names()) renderer_kinds += (renderer_kinds.empty() ? "" : ", ") + kind;
+  cmd->add_option("--renderer", job->renderer, "with --ply: the renderer kind, one of " + renderer_kinds + " (default alpha)");
   cmd->add_option("--views", job->views, "dataset views to render: test, train, all or none")->check(CLI::IsMember({"test", "train", "all", "none"}));
   cmd->add_option("--orbit", job->orbit, "also render N frames on an orbit around the scene");
   cmd->add_option("--out", *out, "output folder (default: <run>/render)");

@@ -1,7 +1,8 @@
 #pragma once
 // Name -> factory registry, filled by static registration in each domain library
 // (`EF_REGISTER(...)` at namespace scope). Duplicates are rejected at start-up, unknown names fail
-// with the list of known ones and a "did you mean".
+// with the list of known ones and a "did you mean". Every registry lists itself in the index of
+// registry_index.h, from which `edgeforge list` prints them all.
 #include <functional>
 #include <map>
 #include <memory>
@@ -10,11 +11,12 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/registry_index.h"
 
 namespace ef {
 
 template <class Product, class... Args>
-class Registry {
+class Registry : public RegistryListing {
  public:
   using Factory = std::function<std::unique_ptr<Product>(Args...)>;
   struct Entry {
@@ -53,7 +55,12 @@ class Registry {
     return out;
   }
   const std::map<std::string, Entry>& entries() const { return entries_; }
-  const std::string& what() const { return what_; }
+  const std::string& what() const override { return what_; }
+  std::vector<Item> items() const override {
+    std::vector<Item> out;
+    for (const auto& [n, e] : entries_) out.push_back({n, e.description});
+    return out;
+  }
 
  private:
   std::string what_;

@@ -61,6 +61,7 @@ RenderReport run_render_job(const RenderJob& job) {
   fs::path out = job.out;
   torch::Device device(torch::kCPU);
   std::optional<OpenedRun> run;
+  renderers().at(job.renderer);  // before any work: an unknown kind is a ConfigError naming the registered ones
   if (!job.ply.empty()) {
     scene = read_ply(job.ply);
     renderer = make_renderer(Config::from_json({{"kind", job.renderer}}));

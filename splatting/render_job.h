@@ -15,7 +15,7 @@ struct RenderJob {
   std::filesystem::path run_dir;     // a splat run (uses its checkpoint and config), or empty with `ply`
   std::filesystem::path ply;         // render this .ply instead of a run (cameras from `data`)
   std::filesystem::path data;        // scene folder for the cameras (default: the run's data.path)
-  std::string renderer = "alpha";    // with `ply`: the renderer kind
+  std::string renderer = "alpha";    // with `ply`: the renderer kind, a name in renderers()
   std::string views = "test";        // test | train | all | none
   int64_t orbit = 0;                 // additionally N frames on an orbit around the scene
   std::filesystem::path out;         // frames go here (default: <run>/render)

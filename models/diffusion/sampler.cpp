@@ -5,14 +5,21 @@
 
 namespace ef {
 
-std::vector<std::string> sampler_kinds() { return {"ddpm", "ddim", "euler", "euler_ancestral", "dpmpp_2m"}; }
+SamplerRuleRegistry& sampler_rules() {
+  static SamplerRuleRegistry registry("sampler");
+  return registry;
+}
+
+std::vector<std::string> sampler_kinds() { return sampler_rules().names(); }
 
 SamplerOptions SamplerOptions::from(const Config& s) {
   SamplerOptions o;
   o.kind = s.get<std::string>("kind", o.kind);
-  auto kinds = sampler_kinds();
-  if (std::find(kinds.begin(), kinds.end(), o.kind) == kinds.end())
-    s.invalid("kind", "unknown sampler \"" + o.kind + "\" (expected ddpm, ddim, euler, euler_ancestral or dpmpp_2m)");
+  try {
+    sampler_rules().at(o.kind);
+  } catch (const ConfigError& e) {
+    s.invalid("kind", e.what());  // the registry's message ("did you mean"), at the key's dotted path
+  }
   o.steps = s.get<int64_t>("steps", o.steps);
   if (o.steps < 1) s.invalid("steps", "must be at least 1");
   o.spacing = s.get<std::string>("spacing", o.spacing);
@@ -21,6 +28,8 @@ SamplerOptions SamplerOptions::from(const Config& s) {
   o.steps_offset = s.get<int64_t>("steps_offset", o.steps_offset);
   o.eta = s.get<double>("eta", o.eta);
   o.clip_x0 = s.get<double>("clip_x0", o.clip_x0);
+  o.section = s;
+  sampler_rules().create(o.kind, o);  // the kind reads and checks its own keys now, before the caller rejects unknown ones
   return o;
 }
 
@@ -38,8 +47,17 @@ std::vector<int64_t> inference_timesteps(int64_t T, int64_t n, const std::string
   return ts;
 }
 
+std::vector<int64_t> SamplerRule::timesteps(const NoiseSchedule& schedule, const SamplerOptions& o) const {
+  return inference_timesteps(schedule.steps(), o.steps, o.spacing, o.steps_offset);
+}
+
 Sampler::Sampler(const NoiseSchedule& schedule, SamplerOptions options)
-    : schedule_(schedule), opt_(std::move(options)), timesteps_(inference_timesteps(schedule.steps(), opt_.steps, opt_.spacing, opt_.steps_offset)) {}
+    : schedule_(schedule), opt_(std::move(options)), rule_(sampler_rules().create(opt_.kind, opt_)), timesteps_(rule_->timesteps(schedule, opt_)) {
+  if (timesteps_.empty()) throw std::logic_error("sampler '" + opt_.kind + "': empty timestep grid");
+  for (int64_t t : timesteps_)
+    if (t < 0 || t >= schedule.steps())
+      throw std::logic_error("sampler '" + opt_.kind + "': grid timestep " + std::to_string(t) + " outside [0, " + std::to_string(schedule.steps()) + ")");
+}
 
 torch::Tensor Sampler::sample(const Denoiser& denoiser, const torch::Tensor& noise, std::optional<at::Generator> generator) {
   torch::Tensor x = noise;
@@ -58,54 +76,8 @@ torch::Tensor Sampler::step(size_t i, const torch::Tensor& x, const torch::Tenso
     x0 = x0.clamp(-opt_.clip_x0, opt_.clip_x0);
     eps = (x - a * x0) / s;  // keep the pair consistent with the clipped x0
   }
-  auto noise = [&] { return at::randn(x.sizes(), generator, x.options()); };
-  const std::string& k = opt_.kind;
-
-  if (k == "ddpm") {
-    if (t_next == -1) return x0;
-    const double abar = a * a, abar1 = a1 * a1;
-    const double alpha_step = abar / abar1, beta_step = 1 - alpha_step;  // the one-step alpha/beta between t' and t
-    const double c_x0 = std::sqrt(abar1) * beta_step / (1 - abar), c_x = std::sqrt(alpha_step) * (1 - abar1) / (1 - abar);
-    const double var = (1 - abar1) / (1 - abar) * beta_step;
-    return c_x0 * x0 + c_x * x + std::sqrt(var) * noise();
-  }
-  if (k == "ddim") {
-    const double abar = a * a, abar1 = a1 * a1;
-    const double sig = t_next == -1 ? 0.0 : opt_.eta * std::sqrt((1 - abar1) / (1 - abar)) * std::sqrt(1 - abar / abar1);
-    torch::Tensor out = a1 * x0 + std::sqrt(std::max(0.0, s1 * s1 - sig * sig)) * eps;
-    return sig > 0 ? out + sig * noise() : out;
-  }
-  if (k == "euler" || k == "euler_ancestral") {
-    const double sigma = s / a, sigma1 = s1 / a1;
-    double sigma_down = sigma1, sigma_up = 0;
-    if (k == "euler_ancestral" && sigma1 > 0) {
-      sigma_up = std::sqrt(sigma1 * sigma1 * (sigma * sigma - sigma1 * sigma1) / (sigma * sigma));
-      sigma_down = std::sqrt(sigma1 * sigma1 - sigma_up * sigma_up);
-    }
-    torch::Tensor scaled = x / a + (sigma_down - sigma) * eps;  // x/a = x0 + sigma eps moves along eps
-    if (sigma_up > 0) scaled = scaled + sigma_up * noise();
-    return a1 * scaled;
-  }
-  if (k == "dpmpp_2m") {
-    if (i == 0) previous_x0_ = torch::Tensor();
-    if (t_next == -1) {  // lambda' = +inf: the first-order update is exactly x0^
-      previous_x0_ = torch::Tensor();
-      return x0;
-    }
-    const double lambda = std::log(a / s), lambda1 = std::log(a1 / s1), h = lambda1 - lambda;
-    torch::Tensor d = x0;
-    // diffusers' lower_order_final: with few steps the last interior step is first order too, since
-    // the grid's lambda gaps grow fast near t = 0 and the two-point extrapolation overshoots there
-    const bool lower_order_final = timesteps_.size() < 15 && i + 2 == timesteps_.size();
-    if (previous_x0_.defined() && !lower_order_final) {
-      const double r = previous_h_ / h;
-      d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0_;
-    }
-    previous_x0_ = x0;
-    previous_h_ = h;
-    return (s1 / s) * x - a1 * std::expm1(-h) * d;
-  }
-  throw ConfigError("sampler: unknown kind \"" + k + "\"");
+  if (i == 0) rule_->begin_chain();
+  return rule_->step(SamplerStep{schedule_, timesteps_, i, t, t_next, a, s, a1, s1, x, output, x0, eps, std::move(generator)});
 }
 
 }  // namespace ef

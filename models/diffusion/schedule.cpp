@@ -20,42 +20,31 @@ std::string prediction_name(Prediction p) {
   return "?";
 }
 
-namespace {
-
-torch::Tensor betas_of(const std::string& kind, int64_t steps, double beta_start, double beta_end) {
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  if (kind == "linear") return torch::linspace(beta_start, beta_end, steps, f64);
-  if (kind == "scaled_linear") return torch::linspace(std::sqrt(beta_start), std::sqrt(beta_end), steps, f64).pow(2);
-  if (kind == "cosine") {
-    auto abar = [](double u) {
-      double c = std::cos((u + 0.008) / 1.008 * M_PI / 2);
-      return c * c;
-    };
-    torch::Tensor betas = torch::empty({steps}, f64);
-    auto b = betas.accessor<double, 1>();
-    for (int64_t i = 0; i < steps; ++i) {
-      double u0 = static_cast<double>(i) / static_cast<double>(steps), u1 = static_cast<double>(i + 1) / static_cast<double>(steps);
-      b[i] = std::min(1.0 - abar(u1) / abar(u0), 0.999);
-    }
-    return betas;
-  }
-  throw ConfigError("noise schedule: unknown kind \"" + kind + "\" (expected linear, scaled_linear or cosine)");
+NoiseScheduleRegistry& noise_schedule_kinds() {
+  static NoiseScheduleRegistry registry("noise schedule");
+  return registry;
 }
 
-}  // namespace
-
 NoiseSchedule::NoiseSchedule(const std::string& kind, int64_t steps, double beta_start, double beta_end, Prediction prediction)
+    : NoiseSchedule(kind, steps, prediction, Config::from_json({{"beta_start", beta_start}, {"beta_end", beta_end}}, "noise schedule")) {}
+
+NoiseSchedule::NoiseSchedule(const std::string& kind, int64_t steps, Prediction prediction, const Config& options)
     : kind_(kind), prediction_(prediction) {
   if (steps < 2) throw ConfigError("noise schedule: steps must be at least 2, got " + std::to_string(steps));
-  if (kind != "cosine" && !(0 < beta_start && beta_start < beta_end && beta_end < 1))
-    throw ConfigError("noise schedule: need 0 < beta_start < beta_end < 1, got " + std::to_string(beta_start) + " and " +
-                      std::to_string(beta_end));
-  alphas_cumprod_ = torch::cumprod(1.0 - betas_of(kind, steps, beta_start, beta_end), 0);
+  alphas_cumprod_ = noise_schedule_kinds().create(kind, options)->alphas_cumprod(steps);
 }
 
 NoiseSchedule NoiseSchedule::from(const Config& s) {
-  return NoiseSchedule(s.get<std::string>("kind", "scaled_linear"), s.get<int64_t>("steps", 1000), s.get<double>("beta_start", 0.00085),
-                       s.get<double>("beta_end", 0.012), parse_prediction(s.get<std::string>("prediction", "epsilon"), s.source() + ": " + s.path_of("prediction")));
+  const std::string kind = s.get<std::string>("kind", "scaled_linear");
+  const int64_t steps = s.get<int64_t>("steps", 1000);
+  if (steps < 2) s.invalid("steps", "must be at least 2, got " + std::to_string(steps));
+  const Prediction prediction = parse_prediction(s.get<std::string>("prediction", "epsilon"), s.source() + ": " + s.path_of("prediction"));
+  try {
+    noise_schedule_kinds().at(kind);
+  } catch (const ConfigError& e) {
+    s.invalid("kind", e.what());  // the registry's message ("did you mean"), at the key's dotted path
+  }
+  return NoiseSchedule(kind, steps, prediction, s);
 }
 
 double NoiseSchedule::abar(int64_t t) const {

@@ -5,19 +5,30 @@
 //   eps-prediction:  x0 = (x_t - s_t eps) / a_t
 //   v-prediction:    v = a_t eps - s_t x0,  x0 = a_t x_t - s_t v,  eps = a_t v + s_t x_t
 //   x0-prediction ("sample"): eps = (x_t - a_t x0) / s_t
-// Schedules (the betas, abar_t = prod_{i<=t} (1 - beta_i)), as diffusers names them:
-//   linear          beta_t = linspace(beta_start, beta_end, T)                        (DDPM)
-//   scaled_linear   beta_t = linspace(sqrt(beta_start), sqrt(beta_end), T)^2          (Stable Diffusion)
-//   cosine          abar(u) = cos^2(((u + 0.008) / 1.008) pi/2), beta_t = min(1 - abar((t+1)/T)/abar(t/T), 0.999)
-//                   (Nichol & Dhariwal; diffusers "squaredcos_cap_v2")
+// The schedule kinds (abar_t for t = 0..T-1) are registered by name in `noise_schedule_kinds()`,
+// one file each under schedules/, as diffusers names them: linear (DDPM), scaled_linear (Stable
+// Diffusion), cosine (Nichol & Dhariwal). `edgeforge list` prints them.
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 
 #include "core/config.h"
+#include "core/registry.h"
 
 namespace ef {
+
+// One schedule kind, built from the `schedule` section (it reads its own keys, e.g. beta_start).
+class NoiseScheduleKind {
+ public:
+  virtual ~NoiseScheduleKind() = default;
+  // abar_t for t = 0..steps-1: [steps] float64 (CPU), decreasing, in (0, 1].
+  virtual torch::Tensor alphas_cumprod(int64_t steps) const = 0;
+};
+
+using NoiseScheduleRegistry = Registry<NoiseScheduleKind, const Config&>;
+NoiseScheduleRegistry& noise_schedule_kinds();
 
 enum class Prediction { Epsilon, V, Sample };
 Prediction parse_prediction(const std::string& name, const std::string& where);  // epsilon | v | sample
@@ -25,10 +36,11 @@ std::string prediction_name(Prediction p);
 
 class NoiseSchedule {
  public:
-  // kind: linear | scaled_linear | cosine. beta_start/beta_end are unused by cosine.
+  // kind: a name in noise_schedule_kinds() (linear | scaled_linear | cosine); beta_start/beta_end
+  // are the beta kinds' options (cosine has none).
   NoiseSchedule(const std::string& kind, int64_t steps = 1000, double beta_start = 0.00085, double beta_end = 0.012,
                 Prediction prediction = Prediction::Epsilon);
-  // schedule.{kind, steps, beta_start, beta_end, prediction}; defaults are Stable Diffusion's.
+  // schedule.{kind, steps, prediction, ...the kind's own options}; defaults are Stable Diffusion's.
   static NoiseSchedule from(const Config& schedule);
 
   const std::string& kind() const { return kind_; }
@@ -56,6 +68,7 @@ class NoiseSchedule {
   torch::Tensor snr(const torch::Tensor& t) const;
 
  private:
+  NoiseSchedule(const std::string& kind, int64_t steps, Prediction prediction, const Config& options);
   std::string kind_;
   Prediction prediction_;
   torch::Tensor alphas_cumprod_;

@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "splatting/dataset.h"
 #include "splatting/ply.h"
+#include "splatting/renderer.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -115,6 +116,19 @@ TEST_CASE("splat: both renderers train through the CLI past a PSNR floor", "[spl
                         " --views test --out " + quote((dir.path / "frames-compact").string()));
   INFO(r4.output);
   CHECK(r4.exit_code == 0);
+}
+
+TEST_CASE("splat: render takes its renderer kinds from the registry", "[splatting][cli]") {
+  const std::string cli = ef::test::env_or_fail("EDGEFORGE_CLI");
+  ef::test::ScratchDir dir("splat-render-kind");
+  // checked before the run folder is opened: the error names the registry's kinds
+  auto r = run_command(cli + " render " + quote(dir.path.string()) + " --renderer alhpa");
+  INFO(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("unknown renderer 'alhpa' (did you mean 'alpha'?)") != std::string::npos);
+  for (const auto& kind : ef::splat::renderers().names()) CHECK(r.output.find(kind) != std::string::npos);
+  auto help = run_command(cli + " render --help");
+  for (const auto& kind : ef::splat::renderers().names()) CHECK(help.output.find(kind) != std::string::npos);
 }
 
 TEST_CASE("splat: a resumed run equals the uninterrupted run", "[splatting][resume]") {
