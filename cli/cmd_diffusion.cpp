@@ -13,7 +13,9 @@ void add_common(CLI::App* cmd, DiffusionRunJob& job) {
   cmd->add_option("run_dir", job.run_dir, "run folder (or runs/<name>/ for its newest run)")->required();
   cmd->add_option("--out", job.out, "output folder")->required();
   cmd->add_option("--steps", job.steps, "sampling steps")->check(CLI::Range(1, 1000));
-  cmd->add_option("--sampler", job.sampler, "a sampler kind (edgeforge list: samplers)");
+  std::string kinds;
+  for (const auto& k : sampler_kinds()) kinds += (kinds.empty() ? "" : ", ") + k;
+  cmd->add_option("--sampler", job.sampler, "sampler kind: " + kinds + " (unknown kinds exit 2)");
   cmd->add_option("--seed", job.seed, "noise seed");
   cmd->add_option("--ckpt", job.ckpt, "checkpoint folder (default: the run's latest)")->check(CLI::ExistingDirectory);
   cmd->add_flag("--no-ema", job.no_ema, "use the raw weights even when EMA weights exist");

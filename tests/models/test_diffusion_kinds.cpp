@@ -74,7 +74,7 @@ bool deterministic(const NoiseSchedule& schedule, const std::string& kind) {
 
 }  // namespace
 
-TEST_CASE("every noise schedule kind: abar decreases in (0, 1], a^2 + s^2 = 1", "[diffusion][schedule][registry]") {
+TEST_CASE("every noise schedule kind: abar decreases within the unit interval (0 excluded), a^2 + s^2 = 1", "[diffusion][schedule][registry]") {
   REQUIRE(noise_schedule_kinds().names().size() >= 3);
   for (const auto& kind : noise_schedule_kinds().names()) {
     for (int64_t T : {2, 10, 1000}) {
