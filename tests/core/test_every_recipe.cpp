@@ -250,3 +250,26 @@ TEST_CASE("a classify run on the captions data exports with its own data", "[rec
   CHECK((acc >= 0 && acc <= 1));
   CHECK(report["metric"]["simulated"].get<double>() == acc);  // fp32: the graph is the module
 }
+
+TEST_CASE("a frozen network's recorded weights are checked: a changed or pruned file is refused by name", "[recipes][frozen]") {
+  InScratch scratch;
+  for (const char* recipe : {"autoencoder", "diffusion"}) {
+    ef::LaunchOptions o;
+    o.quiet = true;
+    ef::launch_training(tiny_config_of(recipe), o);
+  }
+  const fs::path diffusion = ef::resolve_run_folder("runs/diffusion-tiny", "test");
+  const nlohmann::json rec = ef::Config::load(diffusion / "config.json").root()["frozen"]["autoencoder"];
+  const fs::path file = fs::path(rec["run"].get<std::string>()) / "ckpt" / rec["checkpoint"].get<std::string>() / "autoencoder.safetensors";
+  REQUIRE(fs::exists(file));
+  CHECK_NOTHROW(ef::open_run(diffusion, {}));
+
+  std::string bytes = ef::read_file(file);
+  bytes[bytes.size() - 1] ^= 0x01;  // one bit of the last weight
+  ef::write_file_atomically(file, bytes);
+  CHECK_THROWS_AS(ef::open_run(diffusion, {}), ef::InputError);
+  CHECK_THROWS_WITH(ef::open_run(diffusion, {}), Catch::Matchers::Contains("autoencoder.safetensors") && Catch::Matchers::Contains("changed"));
+
+  fs::remove(file);
+  CHECK_THROWS_WITH(ef::open_run(diffusion, {}), Catch::Matchers::Contains("no longer exists"));
+}
