@@ -41,4 +41,31 @@ if encodings_path:
     result["encodings"] = len(keys)
     result["encodings_missing"] = [k for k in keys if k not in names]
     result["version"] = enc["version"]
+    # every scale and offset must be the QDQ graph's own: an activation's encoding is keyed by the
+    # tensor a QuantizeLinear reads, a parameter's by the DequantizeLinear output that carries its name
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    quantizer_of = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    dequantizer_of = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    mismatched = []
+    def compare(key, entries, node):
+        if node is None or len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+            mismatched.append(key + ": no QDQ node with constant scale and zero point")
+            return
+        scale = inits[node.input[1]].astype(np.float64).reshape(-1)
+        zero_point = inits[node.input[2]]
+        offset = -zero_point.astype(np.int64).reshape(-1)
+        if np.issubdtype(zero_point.dtype, np.signedinteger):  # the encodings' grid is unsigned: a signed zero point moves by 2^(bits-1)
+            offset = offset - (1 << (int(entries[0]["bitwidth"]) - 1))
+        if len(entries) != scale.size:
+            mismatched.append(f"{key}: {len(entries)} encodings for {scale.size} scales")
+            return
+        for c, e in enumerate(entries):
+            if not np.isclose(e["scale"], scale[c], rtol=1e-6, atol=0) or e["offset"] != offset[c]:
+                mismatched.append(f"{key}[{c}]: encodings scale {e['scale']} offset {e['offset']}, graph {scale[c]} {offset[c]}")
+                return
+    for key, entries in enc["activation_encodings"].items():
+        compare(key, entries, quantizer_of.get(key))
+    for key, entries in enc["param_encodings"].items():
+        compare(key, entries, dequantizer_of.get(key))
+    result["encodings_mismatched"] = mismatched[:10]
 print(json.dumps(result))
