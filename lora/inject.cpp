@@ -123,7 +123,7 @@ void AdaptersImpl::detach() {
 
 torch::Tensor AdaptersImpl::forward_layer(const std::string& path, const torch::Tensor& x) {
   for (auto& l : layers_)
-    if (l.path == path) return l.merged ? l.base_forward(x) : l.base_forward(x) + l.adapter->forward(x);
+    if (l.path == path) return l.base_forward(x) + l.adapter->forward(x);  // base_forward uses the unmerged W0
   throw std::out_of_range("no adapter at '" + path + "'");
 }
 
@@ -220,17 +220,17 @@ Adapters inject(torch::nn::Module& root, const std::vector<std::string>& pattern
     layer.layer = module;
     LayerShape shape;
     try {
-      if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(module.get())) {
-        shape = LayerShape::of(*l);
-        layer.base_weight = l->weight;
-      } else {
-        auto& c = dynamic_cast<torch::nn::Conv2dImpl&>(*module);
-        shape = LayerShape::of(c);
-        layer.base_weight = c.weight;
-      }
+      if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(module.get())) shape = LayerShape::of(*l);
+      else shape = LayerShape::of(dynamic_cast<torch::nn::Conv2dImpl&>(*module));
     } catch (const InputError& e) {
       throw ConfigError("adapter target '" + path + "': " + e.what());
     }
+    // W0 is the registered parameter; the member the forward reads differs from it only while
+    // another Adapters module drives the layer, whose ΔW this one would silently replace.
+    layer.base_weight = module->named_parameters(/*recurse=*/false)["weight"];
+    if (!layer.weight_member().is_same(layer.base_weight))
+      throw ConfigError("adapter target '" + path + "' already has an adapter (detach() those adapters first; "
+                        "several adapters on one layer are not supported yet)");
     layer.adapter = make_adapter(shape, adapter);
     if (!layer.adapter->trains_as_weight())
       adapter.invalid("kind", "the " + layer.adapter->kind() +

@@ -47,7 +47,7 @@ struct AdaptedLayer {
   torch::Tensor saved_weight;                    // W0 before merge(), while merged
   bool merged = false;
   torch::Tensor& weight_member() const;          // the `weight` member the layer's forward reads
-  torch::Tensor base_forward(const torch::Tensor& x) const;  // the layer's forward
+  torch::Tensor base_forward(const torch::Tensor& x) const;  // the layer's forward with the unmerged W0
 };
 
 // The injected adapters, registered under their layer paths: parameter names are
@@ -70,7 +70,8 @@ class AdaptersImpl : public torch::nn::Module {
   // Puts every layer back to its plain W0 and drops the adapters from the network's forward.
   void detach();
 
-  // The layer with its adapter, y = base(x) + adapter(x), for code that calls it itself.
+  // The layer with its adapter, y = base(x) + adapter(x) with the unmerged W0, for code that calls
+  // it itself (input-dependent adapters work here).
   torch::Tensor forward_layer(const std::string& path, const torch::Tensor& x);
 
   void add(AdaptedLayer layer);  // used by inject()
@@ -83,8 +84,9 @@ TORCH_MODULE(Adapters);
 // Every torch::nn::Linear / torch::nn::Conv2d of `root` whose path matches one of `patterns` gets
 // an adapter built from `adapter` ({"kind": ...}); every parameter of `root` gets
 // requires_grad(false). Throws ef::ConfigError for a pattern that matches no Linear/Conv2d (with
-// the closest layer paths), for a matched module of another type, and for an adapter that cannot be
-// injected through the weight (see above). A layer shared under several paths gets one adapter,
+// the closest layer paths), for a matched module of another type, for a layer that already has an
+// adapter, and for an adapter that cannot be injected through the weight (see above); the network
+// is then left as it was. A layer shared under several paths gets one adapter,
 // named by its first path.
 Adapters inject(torch::nn::Module& root, const std::vector<std::string>& patterns, const Config& adapter);
 

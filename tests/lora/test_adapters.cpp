@@ -350,6 +350,26 @@ TEST_CASE("lora: a target pattern that matches nothing names the closest layer p
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lora"}, {"dropout", 0.1}})), Contains("dropout"));
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lorra"}})), Contains("did you mean 'lora'"));
   for (auto& p : net->parameters()) CHECK(p.requires_grad());  // a failed injection changes nothing
+  // one adapter per layer for now: a second injection would silently replace the first one's ΔW
+  auto first = ef::lora::inject(*net, {"conv"}, lora);
+  CHECK_THROWS_WITH(ef::lora::inject(*net, {"co*"}, lora), Contains("'conv' already has an adapter"));
+  first->detach();
+  CHECK_NOTHROW(ef::lora::inject(*net, {"conv"}, lora));
+}
+
+TEST_CASE("lora: forward_layer runs base(x) + adapter(x), input-dependent adapters included", "[lora]") {
+  torch::manual_seed(12);
+  TinyNet net;
+  auto adapters = ef::lora::inject(*net, {"block.fc1"}, cfg({{"kind", "lora"}, {"rank", 2}}));
+  perturb(*adapters);
+  adapters->refresh();
+  torch::Tensor x = torch::randn({2, 4, 6});
+  torch::Tensor expected = net->fc1->forward(x);  // the network's own call: W0 + ΔW
+  CHECK(torch::allclose(adapters->forward_layer("block.fc1", x), expected, 1e-5, 1e-6));
+  adapters->merge();
+  CHECK(torch::allclose(adapters->forward_layer("block.fc1", x), expected, 1e-5, 1e-6));
+  adapters->unmerge();
+  CHECK_THROWS_AS(adapters->forward_layer("block.fc9", x), std::out_of_range);
 }
 
 TEST_CASE("lora: PEFT folders round-trip, and a wrong shape names the key and both shapes", "[lora]") {
