@@ -160,11 +160,11 @@ torch::Tensor FouraImpl::delta_weight() {
   torch::Tensor b = B().reshape({B().size(0), r}) * scale.unsqueeze(0);  // [bins_out, r] · diag(c m)
   if (opt_.axis == "token")  // the transform cancels (see the constructor)
     return torch::einsum("oj,jis->ois", {b, a}).reshape(shape_.weight_shape());
-  auto fin = transform_in_->forward_matrices(), fout = transform_out_->inverse_matrices();
+  auto fin = transform_in_->forward_matrices(like), fout = transform_out_->inverse_matrices(like);
   torch::Tensor dw;
   for (size_t p = 0; p < fin.size(); ++p) {
-    torch::Tensor m = torch::matmul(fout[p].to(like), b);                    // [d_out, r]
-    torch::Tensor ap = torch::einsum("jcs,ci->jis", {a, fin[p].to(like)});  // [r, d_in, kh·kw]
+    torch::Tensor m = torch::matmul(fout[p], b);                    // [d_out, r]
+    torch::Tensor ap = torch::einsum("jcs,ci->jis", {a, fin[p]});  // [r, d_in, kh·kw]
     torch::Tensor term = torch::einsum("oj,jis->ois", {m, ap});
     dw = dw.defined() ? dw + term : term;
   }

@@ -4,8 +4,9 @@
 // scale with the axis length (brief §6).
 //
 //   dct: orthonormal DCT-II, C[k, n] = s_k cos(π(2n+1)k / (2N)), s_0 = √(1/N), s_k = √(2/N);
-//        F(x) = x Cᵀ, F⁻¹(u) = u C (C is orthogonal). LibTorch has no DCT; a matmul with the cached
-//        N×N matrix is simplest and fast at adapter widths (1280² floats ≈ 6.5 MB).
+//        F(x) = x Cᵀ, F⁻¹(u) = u C (C is orthogonal). LibTorch has no DCT; a matmul with the N×N
+//        matrix, computed once per size, device and dtype for the whole process and shared by the
+//        layers (1280² floats ≈ 6.5 MB), is simplest and fast at adapter widths.
 //   dft: rfft(x, norm="ortho") -> N/2+1 complex bins; F⁻¹ = irfft(n=N, norm="ortho"). Never a full
 //        complex FFT followed by "take the real part": that is not invertible with real A and B.
 //
@@ -41,17 +42,19 @@ class SpectralTransform {
   // imaginary parts of the DC (and, N even, Nyquist) bins are ignored, as irfft does.
   torch::Tensor inverse(const torch::Tensor& u, int64_t dim);
 
-  // The real-linear maps as matrices, one per part (float64), for merging:
+  // The real-linear maps as matrices, one per part, on `like`'s device and dtype, for merging:
   //   forward part p: [bins, N]  (spectrum part p = M_p x)
   //   inverse part p: [N, bins]  (x = Σ_p M'_p u_p)
-  std::vector<torch::Tensor> forward_matrices() const;
-  std::vector<torch::Tensor> inverse_matrices() const;
+  // Computed in float64 once per process for each size, device and dtype (shared by every layer).
+  std::vector<torch::Tensor> forward_matrices(const torch::TensorOptions& like = torch::kFloat64) const;
+  std::vector<torch::Tensor> inverse_matrices(const torch::TensorOptions& like = torch::kFloat64) const;
 
  private:
-  const torch::Tensor& matrix_like(const torch::Tensor& x);  // the DCT matrix on x's device and dtype
+  static std::vector<torch::Tensor> make_forward_matrices(TransformKind kind, int64_t n);
+  static std::vector<torch::Tensor> make_inverse_matrices(TransformKind kind, int64_t n);
+  const torch::Tensor& matrix_like(const torch::Tensor& x) const;  // the DCT matrix on x's device and dtype
   TransformKind kind_;
   int64_t n_;
-  torch::Tensor dct_;  // cached [N, N], moved to the last input's device and dtype
 };
 
 }  // namespace ef::lora
