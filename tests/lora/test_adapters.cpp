@@ -357,6 +357,24 @@ TEST_CASE("lora: a target pattern that matches nothing names the closest layer p
   CHECK_NOTHROW(ef::lora::inject(*net, {"conv"}, lora));
 }
 
+TEST_CASE("lora: a training step without refresh() fails loudly instead of training stale weights", "[lora]") {
+  torch::manual_seed(13);
+  TinyNet net;
+  auto adapters = ef::lora::inject(*net, kTinyTargets, cfg({{"kind", "lora"}, {"rank", 2}}));
+  torch::optim::SGD opt(adapters->parameters(), 0.1);
+  torch::Tensor x = torch::randn({2, 3, 8, 8});
+  net->forward(x).pow(2).sum().backward();
+  opt.step();
+  opt.zero_grad();
+  CHECK_THROWS(net->forward(x).pow(2).sum().backward());  // the previous step's W0 + ΔW graph
+  adapters->refresh();
+  torch::Tensor before = net->forward(x).detach();
+  net->forward(x).pow(2).sum().backward();
+  opt.step();
+  adapters->refresh();
+  CHECK((net->forward(x).detach() - before).abs().max().item<double>() > 0);  // the step reached the network
+}
+
 TEST_CASE("lora: forward_layer runs base(x) + adapter(x), input-dependent adapters included", "[lora]") {
   torch::manual_seed(12);
   TinyNet net;
