@@ -18,12 +18,14 @@ FouraOptions FouraOptions::from(const Config& c) {
   o.gate_slope = c.get<double>("gate_slope", o.gate_slope);
   o.gate_shift = c.get<double>("gate_shift", o.gate_shift);
   o.gate_hidden = c.get<int64_t>("gate_hidden", o.gate_hidden);
+  o.gate_entropy = c.get<std::string>("gate_entropy", o.gate_entropy);
   if (o.rank < 1) c.invalid("rank", "must be >= 1");
   if (o.transform != "dct" && o.transform != "dft") c.invalid("transform", "must be dct or dft");
   if (o.axis != "feature" && o.axis != "token") c.invalid("axis", "must be feature or token");
   if (o.gate != "none" && o.gate != "adaptive" && o.gate != "frozen") c.invalid("gate", "must be none, adaptive or frozen");
   if (o.gate_slope <= 0) c.invalid("gate_slope", "must be > 0");
   if (o.gate_hidden < 0) c.invalid("gate_hidden", "must be >= 0");
+  if (o.gate_entropy != "tokens" && o.gate_entropy != "rank") c.invalid("gate_entropy", "must be tokens or rank");
   return o;
 }
 
@@ -107,23 +109,29 @@ torch::Tensor FouraImpl::gate(const torch::Tensor& z, int64_t parts) {
   const int64_t T = tokens.size(1);
   torch::Tensor u = gate_fc1->forward(tokens);
   if (gate_fc2) u = gate_fc2->forward(torch::gelu(u));
-  torch::Tensor H;  // normalised entropy over the tokens, per sample and rank channel [B, r]
-  if (T > 1) {
-    torch::Tensor logp = torch::log_softmax(u, 1);
-    H = -(logp.exp() * logp).sum(1) / std::log(static_cast<double>(T));
+  const bool per_token = opt_.gate_entropy == "rank";
+  // normalised entropy: over the tokens per rank channel [B, 1, r], or over the rank axis per token [B, T, 1]
+  const int64_t axis = per_token ? 2 : 1, count = per_token ? r : T;
+  torch::Tensor H;
+  if (count > 1) {
+    torch::Tensor logp = torch::log_softmax(u, axis);
+    H = -(logp.exp() * logp).sum(axis, /*keepdim=*/true) / std::log(static_cast<double>(count));
   } else {
-    H = torch::ones({batch, r}, u.options());  // one token: no distribution; read as maximal entropy
+    H = torch::ones(per_token ? std::vector<int64_t>{batch, T, 1} : std::vector<int64_t>{batch, 1, r}, u.options());  // no distribution: read as maximal entropy
   }
-  torch::Tensor s = torch::sigmoid(opt_.gate_slope * (H - gate_shift));
+  torch::Tensor s = torch::sigmoid(opt_.gate_slope * (H - gate_shift));  // [B, 1, r] or [B, T, r]
   torch::Tensor g = opt_.gate_hard ? s + (torch::round(s) - s).detach() : s;  // straight-through
   {
     torch::NoGradGuard no_grad;
-    last_gate_ = g.detach();
-    gate_sum_ = gate_sum_.to(g.device()) + g.sum(0).to(torch::kFloat64);
+    last_gate_ = per_token ? g.detach() : g.detach().squeeze(1);
+    gate_sum_ = gate_sum_.to(g.device()) + g.mean(1).sum(0).to(torch::kFloat64);
     gate_count_ += batch;
-    last_rank_ = g.sum(1).mean().item<double>();
+    last_rank_ = g.sum(-1).mean().item<double>();
   }
-  torch::Tensor view = rank_axis_view(g, batch, z.dim());
+  torch::Tensor view;
+  if (!per_token) view = rank_axis_view(g, batch, z.dim());
+  else if (shape_.conv()) view = g.transpose(1, 2).reshape(m.sizes());  // [B, T, r] -> [B, r, H, W]
+  else view = g.reshape(m.sizes());                                      // [B, T, r] -> [B, ..., r]
   return parts == 2 ? torch::cat({view, view}, 0) : view;
 }
 
@@ -197,7 +205,8 @@ nlohmann::json FouraImpl::options_json() const {
           {"gate_hard", opt_.gate_hard},
           {"gate_slope", opt_.gate_slope},
           {"gate_shift", opt_.gate_shift},
-          {"gate_hidden", opt_.gate_hidden}};
+          {"gate_hidden", opt_.gate_hidden},
+          {"gate_entropy", opt_.gate_entropy}};
 }
 
 EF_REGISTER(adapter_kinds(), "foura",

@@ -23,6 +23,8 @@
 // The gate (brief §2.2, our realisation of a reconstructed detail; see lora/README.md):
 //   u = 𝒢(|z|) [B, T, r]; p = softmax over the T tokens of one sample, per rank channel j;
 //   Ĥ_j = −Σ_n p_nj log p_nj / log T;  s_j = σ(κ (Ĥ_j − b_j));  g = s + stopgrad(round(s) − s).
+// The brief leaves the entropy axis open: gate_entropy = rank takes its alternative, a per-token
+// gate with the entropy over the rank axis, Ĥ_n = −Σ_j p_nj log p_nj / log r, g_nj = σ(κ(Ĥ_n − b_j)).
 // |z| is the code itself for the DCT and the bin magnitude for the DFT. Variants (Table 5):
 //   gate = none:     (a) the frequency transform only, g = 1;
 //   gate = adaptive: (c) the input-adaptive mask above, also at inference;
@@ -48,6 +50,9 @@ struct FouraOptions {
   double gate_slope = 10.0;        // κ
   double gate_shift = -1.0;        // initial b_j: Ĥ ∈ [0, 1], so −1 starts every gate open
   int64_t gate_hidden = 0;         // 0: u = z W_g + b; > 0: a two-layer MLP of this width
+  std::string gate_entropy = "tokens";  // tokens: one gate per sample and rank channel (softmax over
+                                        // the tokens); rank: one per token and rank channel (softmax
+                                        // over the rank axis, g_nj = σ(κ(Ĥ_n − b_j)))
   static FouraOptions from(const Config& c);
   double scale() const;            // c = α · s
 };
@@ -65,8 +70,9 @@ class FouraImpl : public AdapterImpl {
   nlohmann::json options_json() const override;
   const FouraOptions& options() const { return opt_; }
 
-  // The gate of the last forward pass: per-sample mask [B, r] (undefined before one, or with gate
-  // none/frozen), and r_eff = mean over samples of Σ_j g_j (brief: log per layer and timestep).
+  // The gate of the last forward pass: the mask [B, r] (gate_entropy tokens) or [B, T, r] (rank);
+  // undefined before one, or with gate none/frozen. r_eff = Σ_j g_j averaged over samples (and
+  // tokens) (brief: log per layer and timestep).
   const torch::Tensor& last_gate() const { return last_gate_; }
   double effective_rank() const { return last_rank_; }
   // Variant (b): gate_mask := (mean gate since reset_gate_stats() >= 0.5), gate becomes frozen.

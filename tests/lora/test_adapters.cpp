@@ -45,6 +45,7 @@ std::vector<nlohmann::json> all_configs() {
     for (const char* t : {"dct", "dft"})
       out.push_back({{"kind", "foura"}, {"rank", 3}, {"transform", t}, {"alpha_before_gate", before}, {"gate_hidden", before ? 5 : 0}});
   out.push_back({{"kind", "foura"}, {"rank", 3}, {"axis", "token"}});
+  out.push_back({{"kind", "foura"}, {"rank", 3}, {"gate_entropy", "rank"}, {"transform", "dft"}});
   return out;
 }
 
@@ -210,46 +211,48 @@ TEST_CASE("lora: DCT-II and real DFT transforms round-trip and match their matri
 TEST_CASE("foura: the gate's straight-through gradient equals the soft gradient, and the mask is hard", "[lora]") {
   for (const char* t : {"dct", "dft"})
     for (bool before : {false, true})
-      for (bool conv : {false, true}) {
-        CAPTURE(t, before, conv);
-        nlohmann::json base = {{"kind", "foura"}, {"rank", 4}, {"transform", t}, {"alpha_before_gate", before}, {"alpha", 0.8}};
-        auto shape = conv ? ef::lora::LayerShape::conv2d(torch::nn::Conv2dOptions(5, 6, 3).padding(1))
-                          : ef::lora::LayerShape::linear(10, 6);
-        auto make = [&](bool hard) {
-          nlohmann::json j = base;
-          j["gate_hard"] = hard;
-          torch::manual_seed(6);
-          auto a = std::dynamic_pointer_cast<ef::lora::FouraImpl>(ef::lora::make_adapter(shape, cfg(j)));
-          a->to(torch::kFloat64);
-          perturb(*a, 0.5);
-          torch::NoGradGuard no_grad;
-          // Shifts spread over Ĥ's range, so that some gates are closed and some open.
-          a->gate_shift.copy_(torch::linspace(0.2, 1.1, 4, torch::kFloat64));
-          return a;
-        };
-        auto hard = make(true), soft = make(false);
-        torch::manual_seed(7);
-        torch::Tensor x = conv ? torch::randn({3, 5, 6, 6}, torch::kFloat64) : torch::randn({3, 8, 10}, torch::kFloat64);
-        torch::Tensor w = torch::randn_like(hard->forward(x));
-        // The output is linear in the mask g (the code z does not depend on it), so dL/dg is the
-        // same whether g is round(s) or s: the straight-through gradient of the gate's parameters
-        // must equal the soft one exactly, where the soft gradient is what it differentiates.
-        (hard->forward(x) * w).sum().backward();
-        (soft->forward(x) * w).sum().backward();
-        torch::Tensor g = hard->last_gate();
-        CHECK(torch::equal(g, torch::round(g)));  // a hard 0/1 mask
-        CHECK(hard->effective_rank() == Approx(g.sum(1).mean().item<double>()));
-        for (const char* name : {"gate_shift", "gate_fc1.weight", "gate_fc1.bias"}) {
-          CAPTURE(name);
-          torch::Tensor gh = hard->named_parameters()[name].grad(), gs = soft->named_parameters()[name].grad();
-          CHECK(gh.abs().sum().item<double>() > 0);  // without the STE round() would pass no gradient
-          CHECK(torch::allclose(gh, gs, 1e-9, 1e-12));
+      for (bool conv : {false, true})
+        for (const char* entropy : {"tokens", "rank"}) {
+          CAPTURE(t, before, conv, entropy);
+          nlohmann::json base = {{"kind", "foura"}, {"rank", 4}, {"transform", t}, {"alpha_before_gate", before}, {"alpha", 0.8},
+                                 {"gate_entropy", entropy}};
+          auto shape = conv ? ef::lora::LayerShape::conv2d(torch::nn::Conv2dOptions(5, 6, 3).padding(1))
+                            : ef::lora::LayerShape::linear(10, 6);
+          auto make = [&](bool hard) {
+            nlohmann::json j = base;
+            j["gate_hard"] = hard;
+            torch::manual_seed(6);
+            auto a = std::dynamic_pointer_cast<ef::lora::FouraImpl>(ef::lora::make_adapter(shape, cfg(j)));
+            a->to(torch::kFloat64);
+            perturb(*a, 0.5);
+            torch::NoGradGuard no_grad;
+            // Shifts spread over Ĥ's range, so that some gates are closed and some open.
+            a->gate_shift.copy_(torch::linspace(0.2, 1.1, 4, torch::kFloat64));
+            return a;
+          };
+          auto hard = make(true), soft = make(false);
+          torch::manual_seed(7);
+          torch::Tensor x = conv ? torch::randn({3, 5, 6, 6}, torch::kFloat64) : torch::randn({3, 8, 10}, torch::kFloat64);
+          torch::Tensor w = torch::randn_like(hard->forward(x));
+          // The output is linear in the mask g (the code z does not depend on it), so dL/dg is the
+          // same whether g is round(s) or s: the straight-through gradient of the gate's parameters
+          // must equal the soft one exactly, where the soft gradient is what it differentiates.
+          (hard->forward(x) * w).sum().backward();
+          (soft->forward(x) * w).sum().backward();
+          torch::Tensor g = hard->last_gate();
+          CHECK(torch::equal(g, torch::round(g)));  // a hard 0/1 mask
+          CHECK(hard->effective_rank() == Approx(g.sum(-1).mean().item<double>()));
+          for (const char* name : {"gate_shift", "gate_fc1.weight", "gate_fc1.bias"}) {
+            CAPTURE(name);
+            torch::Tensor gh = hard->named_parameters()[name].grad(), gs = soft->named_parameters()[name].grad();
+            CHECK(gh.abs().sum().item<double>() > 0);  // without the STE round() would pass no gradient
+            CHECK(torch::allclose(gh, gs, 1e-9, 1e-12));
+          }
+          // and the soft gradient is right (finite differences)
+          std::vector<torch::Tensor> leaves{soft->gate_shift, soft->gate_fc1->weight};
+          auto r = ef::test::gradcheck([&] { return soft->forward(x); }, leaves);
+          CHECK(r.max_rel_error < 1e-5);
         }
-        // and the soft gradient is right (finite differences)
-        std::vector<torch::Tensor> leaves{soft->gate_shift, soft->gate_fc1->weight};
-        auto r = ef::test::gradcheck([&] { return soft->forward(x); }, leaves);
-        CHECK(r.max_rel_error < 1e-5);
-      }
 }
 
 TEST_CASE("foura: a learned gate freezes into a mask that merges, and token-axis FouRA is LoRA", "[lora]") {
