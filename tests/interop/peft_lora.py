@@ -1,7 +1,7 @@
 """PEFT reads an EdgeForge LoRA folder (tests/lora/test_adapters.cpp).
 
 Usage: peft_lora.py BASE.safetensors CASE_DIR
-  BASE.safetensors   the base Linear stack's weights (fc1, fc2, head)
+  BASE.safetensors   the base stack's weights (conv, fc1, fc2, head)
   CASE_DIR/adapter/  adapter_config.json + adapter_model.safetensors written by ef::lora::save_peft
   CASE_DIR/io.safetensors  x and EdgeForge's adapted output y
 
@@ -24,11 +24,13 @@ except Exception as e:  # ImportError, or a broken installation
 class Stack(torch.nn.Module):
     def __init__(self):
         super().__init__()
+        self.conv = torch.nn.Conv2d(3, 12, 3, stride=2, padding=1)
         self.fc1 = torch.nn.Linear(12, 16)
         self.fc2 = torch.nn.Linear(16, 16)
         self.head = torch.nn.Linear(16, 5, bias=False)
 
-    def forward(self, x):
+    def forward(self, images):
+        x = self.conv(images).flatten(2).transpose(1, 2)
         return self.head(F.gelu(self.fc2(F.gelu(self.fc1(x)))))
 
 

@@ -431,19 +431,25 @@ TEST_CASE("lora: PEFT folders round-trip, and a wrong shape names the key and bo
 TEST_CASE("lora: PEFT loads our adapter folder onto the same torch.nn model and gives the same output", "[lora][interop]") {
   ef::test::ScratchDir dir("peft-interop");
   torch::manual_seed(11);
-  // A Linear stack in PEFT's own terms: fc1 -> gelu -> fc2 -> gelu -> head (tests/interop/peft_lora.py).
+  // A small stack in PEFT's own terms (tests/interop/peft_lora.py): conv (3 -> 12, 3x3, stride 2,
+  // padding 1) -> tokens -> fc1 -> gelu -> fc2 -> gelu -> head. The conv checks PEFT's Conv2d layout.
   auto net = std::make_shared<torch::nn::Module>();
+  auto conv = net->register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 12, 3).stride(2).padding(1)));
   auto fc1 = net->register_module("fc1", torch::nn::Linear(12, 16));
   auto fc2 = net->register_module("fc2", torch::nn::Linear(16, 16));
   auto head = net->register_module("head", torch::nn::Linear(torch::nn::LinearOptions(16, 5).bias(false)));
-  auto forward = [&](const torch::Tensor& x) { return head->forward(torch::gelu(fc2->forward(torch::gelu(fc1->forward(x))))); };
+  auto forward = [&](const torch::Tensor& images) {
+    torch::Tensor x = conv->forward(images).flatten(2).transpose(1, 2);
+    return head->forward(torch::gelu(fc2->forward(torch::gelu(fc1->forward(x)))));
+  };
   ef::save_safetensors(dir.path / "base.safetensors", ef::module_state(*net));
   for (bool rslora : {false, true}) {
     CAPTURE(rslora);
-    auto adapters = ef::lora::inject(*net, {"fc?", "head"}, cfg({{"kind", "lora"}, {"rank", 4}, {"alpha", 6.0}, {"rslora", rslora}}));
+    auto adapters =
+        ef::lora::inject(*net, {"conv", "fc?", "head"}, cfg({{"kind", "lora"}, {"rank", 4}, {"alpha", 6.0}, {"rslora", rslora}}));
     perturb(*adapters);
     adapters->refresh();
-    torch::Tensor x = torch::randn({3, 7, 12});
+    torch::Tensor x = torch::randn({3, 3, 8, 6});
     torch::NoGradGuard no_grad;
     const fs::path out = dir.path / (rslora ? "rs" : "plain");
     ef::lora::save_peft(*adapters, out / "adapter");
