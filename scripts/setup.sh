@@ -13,7 +13,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${EDGEFORGE_VENV:-$HOME/.cache/edgeforge/venv}
 build=${EDGEFORGE_BUILD_DIR:-$root/build}
 torch_version=2.13.0
-python_packages=(numpy safetensors onnx onnxruntime tensorboard h5py diffusers)
+python_packages=(numpy safetensors onnx onnxruntime tensorboard h5py diffusers peft)
 debian_packages=(build-essential cmake ninja-build pkg-config ccache nlohmann-json3-dev libspdlog-dev catch2
                  libhdf5-dev libcli11-dev libpng-dev libjpeg-dev libonnx-dev libprotobuf-dev protobuf-compiler)
 
