@@ -117,7 +117,8 @@ LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o
   for (const auto& s : o.overrides) config.apply_override(s);
 
   // A sweep point or an explicit folder that already holds this run continues it.
-  if (!resume && !run_dir.empty() && fs::exists(run_dir / "ckpt" / "latest")) resume = true;
+  if (!resume && !run_dir.empty() && (fs::exists(run_dir / "ckpt" / "latest") || !CheckpointStore(run_dir / "ckpt", 0).steps().empty()))
+    resume = true;
   if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run"));
   fs::create_directories(run_dir);
   setup_logging(run_dir / "log.txt", o.quiet);

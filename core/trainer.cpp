@@ -215,6 +215,7 @@ void load_weights(Recipe& recipe, const fs::path& folder, bool prefer_ema) {
 TrainOutcome Trainer::run(bool resume) {
   TrainOutcome outcome;
   step_ = 0;
+  store_.recover();  // this process writes the run: undo what a killed writer left behind
   if (resume) {
     if (auto latest = store_.latest()) {
       nlohmann::json meta = CheckpointStore::read_meta(*latest);
