@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/atomic_file.h"
+#include "core/crc32c.h"
 
 namespace ef {
 
@@ -52,6 +53,21 @@ bool exchange(const fs::path& a, const fs::path& b) {
   return ::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0;
 }
 
+std::string crc_hex(const fs::path& file) {
+  const std::string bytes = read_file(file);
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08x", crc32c(bytes.data(), bytes.size()));
+  return hex;
+}
+
+// {"model.safetensors": "<crc32c hex>", ...} of every file under `folder`, by relative path.
+nlohmann::json checksums(const fs::path& folder) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& e : fs::recursive_directory_iterator(folder))
+    if (e.is_regular_file()) out[e.path().lexically_relative(folder).generic_string()] = crc_hex(e.path());
+  return out;
+}
+
 std::string read_pointer(const fs::path& pointer) {
   std::string name = read_file(pointer);
   name.erase(name.find_last_not_of(" \n\r\t") + 1);
@@ -72,7 +88,9 @@ fs::path CheckpointStore::save(int64_t step, const std::function<void(const fs::
   try {
     fs::create_directories(partial);
     write(partial);
-    write_file_atomically(partial / "meta.json", meta.dump(2));
+    nlohmann::json full_meta = meta;
+    full_meta["files"] = checksums(partial);
+    write_file_atomically(partial / "meta.json", full_meta.dump(2));
     for (const auto& e : fs::directory_iterator(partial)) fsync_path(e.path());
     fsync_path(partial);
     fs::path replaced;  // the folder this save replaces (re-saving a step after a resume), removed last
@@ -179,6 +197,19 @@ nlohmann::json CheckpointStore::read_meta(const fs::path& folder) {
   } catch (const nlohmann::json::exception& e) {
     throw InputError(p.string() + ": corrupt checkpoint metadata: " + e.what());
   }
+}
+
+void CheckpointStore::verify_file(const fs::path& file) {
+  const fs::path folder = file.parent_path();
+  if (!fs::exists(folder / "meta.json")) return;  // a folder of weights that is not a checkpoint
+  const nlohmann::json meta = read_meta(folder);
+  const std::string name = file.filename().string();
+  if (!meta.contains("files") || !meta["files"].contains(name)) return;  // written before checksums were recorded
+  const std::string recorded = meta["files"][name].get<std::string>();
+  const std::string actual = crc_hex(file);
+  if (actual != recorded)
+    throw InputError(file.string() + " is corrupt: its CRC32C is " + actual + " but " + (folder / "meta.json").string() + " records " +
+                     recorded + " (load an older checkpoint with --ckpt, or retrain)");
 }
 
 void CheckpointStore::prune() {

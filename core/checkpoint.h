@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoint folders: ckpt/step_<N>/ holds one <module>.safetensors per network, trainer.pt
-// (optimizers, RNG, data position, step) and meta.json (step, metrics, config hash).
+// (optimizers, RNG, data position, step) and meta.json (step, metrics, config hash, and the CRC32C of
+// every other file, checked when a file is loaded: a bit flipped on disk is reported, not trained on).
 // A checkpoint is written into ckpt/.step_<N>.partial, fsync'ed, renamed to step_<N>, and only then
 // named by ckpt/latest: a write that dies midway leaves the previous checkpoint the latest one.
 // Re-saving a step swaps the new folder with the old one in one rename (RENAME_EXCHANGE); where the
@@ -36,6 +37,9 @@ class CheckpointStore {
   const std::filesystem::path& dir() const { return dir_; }
 
   static nlohmann::json read_meta(const std::filesystem::path& folder);  // throws naming the folder
+  // Checks a file of a checkpoint folder against the CRC32C its meta.json records; throws InputError
+  // naming the file when they differ. Files of checkpoints written before checksums pass unchecked.
+  static void verify_file(const std::filesystem::path& file);
 
  private:
   void prune();

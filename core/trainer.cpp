@@ -171,10 +171,13 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
   load_weights(recipe_, folder, /*prefer_ema=*/false);
   for (auto& [name, shadow] : ema_) {
     fs::path f = folder / (name + ".ema.safetensors");
-    if (fs::exists(f)) shadow = load_safetensors(f);
+    if (!fs::exists(f)) continue;
+    CheckpointStore::verify_file(f);
+    shadow = load_safetensors(f);
   }
   torch::serialize::InputArchive archive;
   fs::path state = folder / "trainer.pt";
+  CheckpointStore::verify_file(state);
   try {
     archive.load_from(state.string());
   } catch (const c10::Error& e) {
@@ -199,11 +202,20 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
 
 void load_module_weights(torch::nn::Module& module, const fs::path& folder, const std::string& name, bool prefer_ema) {
   fs::path ema = folder / (name + ".ema.safetensors");
-  fs::path f = prefer_ema && fs::exists(ema) ? ema : folder / (name + ".safetensors");
+  fs::path plain = folder / (name + ".safetensors");
+  fs::path f = prefer_ema && fs::exists(ema) ? ema : plain;
+  CheckpointStore::verify_file(f);
   TensorMap state = load_safetensors(f);
   if (f == ema) {  // EMA files hold parameters only; buffers come from the live weights
+    TensorMap live;  // read (and checked) once, when the EMA file lacks a buffer
     for (const auto& b : module.named_buffers(true))
-      if (!state.count(b.key())) state[b.key()] = load_safetensors(folder / (name + ".safetensors")).at(b.key());
+      if (!state.count(b.key())) {
+        if (live.empty()) {
+          CheckpointStore::verify_file(plain);
+          live = load_safetensors(plain);
+        }
+        state[b.key()] = live.at(b.key());
+      }
   }
   load_module_state(module, state, f.string());
 }
