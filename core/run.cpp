@@ -13,6 +13,7 @@
 #include "core/checkpoint.h"
 #include "core/qat.h"
 #include "core/device.h"
+#include "core/folder_lock.h"
 #include "core/frozen.h"
 
 namespace ef {
@@ -120,7 +121,9 @@ LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o
   if (!resume && !run_dir.empty() && (fs::exists(run_dir / "ckpt" / "latest") || !CheckpointStore(run_dir / "ckpt", 0).steps().empty()))
     resume = true;
   if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run"));
-  fs::create_directories(run_dir);
+  // One writer per run folder, held until training returns: two processes training one folder would
+  // overwrite each other's checkpoints and logs.
+  FolderLock lock(run_dir, "run folder");
   setup_logging(run_dir / "log.txt", o.quiet);
 
   Built b = build(config, run_dir, o.quiet);

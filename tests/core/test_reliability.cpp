@@ -1,5 +1,6 @@
-// What a run folder guarantees when things go wrong (README "Reliability"): checksummed checkpoints.
-// The crash states of a checkpoint save are in test_checkpoint.cpp.
+// What a run folder guarantees when things go wrong (README "Reliability"): checksummed checkpoints,
+// one writer per run or sweep folder, sweep children that die with the sweep. The crash states of a
+// checkpoint save are in test_checkpoint.cpp.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -46,6 +47,30 @@ std::string input_error_of(const std::function<void()>& f) {
   }
   return "(no InputError)";
 }
+
+// Holds <folder>/.lock the way a training process does, with this process's PID in it.
+struct HeldLock {
+  int fd;
+  explicit HeldLock(const fs::path& folder) {
+    fs::create_directories(folder);
+    fd = ::open((folder / ".lock").c_str(), O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    REQUIRE(::ftruncate(fd, 0) == 0);
+    REQUIRE(::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size()));
+  }
+  ~HeldLock() { ::close(fd); }
+};
+
+bool process_gone(pid_t pid) {  // a zombie waiting to be reaped counts as gone
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  auto close_paren = line.rfind(')');
+  return close_paren != std::string::npos && line.size() > close_paren + 2 && line[close_paren + 2] == 'Z';
+}
 }  // namespace
 
 TEST_CASE("checkpoint integrity: a flipped byte in the weights or the trainer state is reported, naming the file", "[checkpoint][integrity]") {
@@ -83,4 +108,57 @@ TEST_CASE("checkpoint integrity: a flipped byte in the weights or the trainer st
     ef::write_file_atomically(ckpt / "meta.json", meta.dump(2));
     CHECK_NOTHROW(ef::open_run(run, {}));
   }
+}
+
+TEST_CASE("run lock: a second writer of a run folder is refused, naming the holder's PID; eval takes no lock", "[lock]") {
+  ef::test::ScratchDir dir("lock");
+  const fs::path run = dir.path / "run";
+  const std::string pid = std::to_string(::getpid());
+  {
+    HeldLock held(run);
+    const std::string e = input_error_of([&] { ef::launch_training(tiny_config(), tiny_launch(run)); });
+    CHECK_THAT(e, Contains("run folder " + run.string() + " is in use by process " + pid));
+    CHECK_FALSE(fs::exists(run / "config.json"));  // refused before writing anything
+  }
+  REQUIRE(ef::launch_training(tiny_config(), tiny_launch(run)).outcome.step == 4);  // released: it goes ahead
+  HeldLock held(run);  // as if a run were training it
+  CHECK_NOTHROW(ef::open_run(run, {}));
+}
+
+TEST_CASE("sweep lock: a second sweep of one folder is refused, naming the holder's PID", "[lock][sweep]") {
+  ef::test::ScratchDir dir("sweeplock");
+  ef::SweepSpec spec;
+  spec.file = dir.path / "s.json";
+  spec.base = tiny_config();
+  spec.out = dir.path / "out";
+  spec.points = {ef::SweepPoint{"base", {}, ""}};
+  HeldLock held(spec.out);
+  CHECK_THAT(input_error_of([&] { ef::run_sweep(spec, 1, "/bin/false"); }),
+             Contains("sweep folder " + spec.out.string() + " is in use by process " + std::to_string(::getpid())));
+  CHECK_FALSE(fs::exists(spec.out / "base"));  // no point was started
+}
+
+TEST_CASE("sweep: a child process gets SIGTERM when its sweep dies", "[sweep][pdeathsig]") {
+  int pipe_fd[2];
+  REQUIRE(::pipe(pipe_fd) == 0);
+  // a stand-in for the sweep: starts a long child, reports its PID, and dies at once
+  const pid_t sweep = ::fork();
+  REQUIRE(sweep >= 0);
+  if (sweep == 0) {
+    ::close(pipe_fd[0]);
+    pid_t child = ef::spawn_tied_to_parent({"/bin/sleep", "60"});
+    (void)!::write(pipe_fd[1], &child, sizeof child);
+    ::_exit(0);
+  }
+  ::close(pipe_fd[1]);
+  pid_t child = 0;
+  REQUIRE(::read(pipe_fd[0], &child, sizeof child) == static_cast<ssize_t>(sizeof child));
+  ::close(pipe_fd[0]);
+  int status = 0;
+  REQUIRE(::waitpid(sweep, &status, 0) == sweep);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!process_gone(child) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const bool gone = process_gone(child);
+  if (!gone) ::kill(child, SIGKILL);
+  CHECK(gone);
 }
