@@ -28,6 +28,7 @@ RunSettings RunSettings::from(const Config& root) {
   s.device = root.get<std::string>("device", "auto");
   s.deterministic = root.get<bool>("deterministic", true);
   s.threads = static_cast<int>(root.get<int64_t>("threads", 0));
+  if (s.threads < 0) root.invalid("threads", "must be >= 0 (0: LibTorch's default)");
   root.get<std::string>("description", "");
   root.accept("export");  // read by `edgeforge export`
   return s;

@@ -70,6 +70,10 @@ TrainOptions TrainOptions::from(const Config& c) {
   o.tensorboard = c.get<bool>("tensorboard", o.tensorboard);
   if (o.steps <= 0) c.invalid("steps", "must be positive");
   if (o.log_every <= 0) c.invalid("log_every", "must be positive");
+  if (o.eval_every < 0) c.invalid("eval_every", "must be >= 0 (0: only at the end)");
+  if (o.ckpt_every < 0) c.invalid("ckpt_every", "must be >= 0 (0: only at the end)");
+  if (o.sample_every < 0) c.invalid("sample_every", "must be >= 0 (0: with every eval)");
+  if (o.keep_last < 0) c.invalid("keep_last", "must be >= 0 (0: keep every checkpoint)");
   if (o.precision != "fp32" && o.precision != "bf16")
     c.invalid("precision", "expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
   if (o.ema < 0 || o.ema >= 1) c.invalid("ema", "expected 0 <= ema < 1");

@@ -1,6 +1,7 @@
 // What a run folder guarantees when things go wrong (README "Reliability"): checksummed checkpoints,
-// one writer per run or sweep folder, sweep children that die with the sweep. The crash states of a
-// checkpoint save are in test_checkpoint.cpp.
+// one writer per run or sweep folder, sweep children that die with the sweep, and integer options
+// that would crash or hang refused by key. The crash states of a checkpoint save are in
+// test_checkpoint.cpp.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -161,4 +162,28 @@ TEST_CASE("sweep: a child process gets SIGTERM when its sweep dies", "[sweep][pd
   const bool gone = process_gone(child);
   if (!gone) ::kill(child, SIGKILL);
   CHECK(gone);
+}
+
+TEST_CASE("config: integer options that would crash or hang are refused, naming the key", "[config][classify]") {
+  ef::test::ScratchDir dir("intopts");
+  const fs::path run = dir.path / "run";
+  for (const auto& [override_, key] : std::vector<std::pair<std::string, std::string>>{
+           {"model.patch=0", "model.patch"}, {"model.heads=0", "model.heads"}, {"model.dim=0", "model.dim"},
+           {"model.depth=-1", "model.depth"}, {"model.image_size=0", "model.image_size"}, {"data.workers=-1", "data.workers"},
+           {"data.batch_size=0", "data.batch_size"}, {"threads=-2", "threads"}, {"optim.schedule.warmup=-1", "optim.schedule.warmup"},
+           {"train.ckpt_every=-1", "train.ckpt_every"}, {"train.eval_every=-1", "train.eval_every"},
+           {"train.sample_every=-1", "train.sample_every"}, {"train.keep_last=-1", "train.keep_last"},
+           {"eval.batch_size=0", "eval.batch_size"}, {"eval.batches=-1", "eval.batches"}, {"eval.samples=-1", "eval.samples"}}) {
+    INFO(override_);
+    ef::LaunchOptions o = tiny_launch(run);
+    o.overrides.push_back(override_);
+    std::string e = "(no ConfigError)";
+    try {
+      ef::launch_training(tiny_config(), o);
+    } catch (const ef::ConfigError& err) {
+      e = err.what();
+    }
+    CHECK_THAT(e, Contains(key + ": "));
+    CHECK_FALSE(fs::exists(run / "ckpt"));
+  }
 }
