@@ -120,6 +120,12 @@ TEST_CASE("run lock: a second writer of a run folder is refused, naming the hold
     const std::string e = input_error_of([&] { ef::launch_training(tiny_config(), tiny_launch(run)); });
     CHECK_THAT(e, Contains("run folder " + run.string() + " is in use by process " + pid));
     CHECK_FALSE(fs::exists(run / "config.json"));  // refused before writing anything
+    // through the CLI: bad input, exit 2
+    const auto r = ef::test::run_command(ef::test::env_or_fail("EDGEFORGE_CLI") + " train " + ef::test::quote(tiny_config().string()) +
+                                         " --run-dir " + ef::test::quote(run.string()) + " --quiet");
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Contains("in use by process " + pid));
   }
   REQUIRE(ef::launch_training(tiny_config(), tiny_launch(run)).outcome.step == 4);  // released: it goes ahead
   HeldLock held(run);  // as if a run were training it
