@@ -170,6 +170,35 @@ TEST_CASE("sweep: a child process gets SIGTERM when its sweep dies", "[sweep][pd
   CHECK(gone);
 }
 
+TEST_CASE("sweep: killing the sweep stops its training run, which writes a final checkpoint", "[sweep][pdeathsig][e2e]") {
+  ef::test::ScratchDir dir("sweepkill");
+  const fs::path out = dir.path / "out", point = out / "base";
+  ef::write_file_atomically(dir.path / "s.json", nlohmann::json{{"base", tiny_config().string()}, {"out", out.string()}}.dump());
+  const std::string data = "data.path=" + ef::test::quote("\"" + (dir.path / "shapes.h5").string() + "\"");
+  const auto started = ef::test::run_command("(" + ef::test::env_or_fail("EDGEFORGE_CLI") + " sweep " + ef::test::quote((dir.path / "s.json").string()) +
+                                             " --set " + data + " --set train.steps=1000000 --set train.ckpt_every=0 --set train.tensorboard=false > " +
+                                             ef::test::quote((dir.path / "sweep.log").string()) + " 2>&1 & echo $!)");
+  const pid_t sweep = std::stoi(started.output);
+  // wait until the point trains: its lock names it, and it has logged a step
+  auto wait_for = [](const std::function<bool()>& done, int seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return done();
+  };
+  const bool training = wait_for([&] { return fs::exists(point / "metrics.jsonl") && fs::file_size(point / "metrics.jsonl") > 0; }, 120);
+  ::kill(sweep, SIGKILL);
+  INFO(ef::read_file(dir.path / "sweep.log"));
+  REQUIRE(training);
+  const pid_t child = std::stoi(ef::read_file(point / ".lock"));
+  CHECK(child != sweep);
+  const bool gone = wait_for([&] { return process_gone(child); }, 60);
+  if (!gone) ::kill(child, SIGKILL);
+  REQUIRE(gone);
+  ef::CheckpointStore store(point / "ckpt", 0);
+  REQUIRE(store.latest());  // checkpoints only at the end: this one is the SIGTERM's
+  CHECK(ef::CheckpointStore::read_meta(*store.latest()).at("step").get<int64_t>() > 0);
+}
+
 TEST_CASE("config: integer options that would crash or hang are refused, naming the key", "[config][classify]") {
   ef::test::ScratchDir dir("intopts");
   const fs::path run = dir.path / "run";
