@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <fstream>
 #include <thread>
 
@@ -197,6 +199,40 @@ TEST_CASE("sweep: killing the sweep stops its training run, which writes a final
   ef::CheckpointStore store(point / "ckpt", 0);
   REQUIRE(store.latest());  // checkpoints only at the end: this one is the SIGTERM's
   CHECK(ef::CheckpointStore::read_meta(*store.latest()).at("step").get<int64_t>() > 0);
+}
+
+// The brief's crash: SIGINT (the run re-saves the step it just checkpointed) and then SIGKILL at some
+// instant of that save. Every next start must find a complete, intact checkpoint and carry on.
+TEST_CASE("checkpoint: a run killed during its saves always restarts from a complete checkpoint", "[checkpoint][crash][e2e]") {
+  ef::test::ScratchDir dir("killsave");
+  const fs::path run = dir.path / "run";
+  const std::string train = ef::test::env_or_fail("EDGEFORGE_CLI") + " train " + ef::test::quote(tiny_config().string()) + " --run-dir " +
+                            ef::test::quote(run.string()) + " --quiet --set data.path=" +
+                            ef::test::quote("\"" + (dir.path / "shapes.h5").string() + "\"") +
+                            " --set train.steps=1000000 --set train.ckpt_every=1 --set train.keep_last=2 --set train.tensorboard=false";
+  auto lines = [&] {
+    std::ifstream in(run / "metrics.jsonl");
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  for (int delay_ms : {0, 1, 2, 4, 8, 16}) {
+    INFO("SIGKILL " << delay_ms << " ms after SIGINT");
+    const fs::path log = dir.path / ("train-" + std::to_string(delay_ms) + ".log");
+    const auto before = lines();
+    const pid_t pid = std::stoi(ef::test::run_command("(" + train + " > " + ef::test::quote(log.string()) + " 2>&1 & echo $!)").output);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (lines() < before + 3 && !process_gone(pid) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ::kill(pid, SIGINT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    while (!process_gone(pid)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    INFO(ef::read_file(log));
+    REQUIRE(lines() >= before + 3);  // it trained on from where the previous one stopped
+    ef::CheckpointStore store(run / "ckpt", 0);
+    const auto latest = store.latest();
+    REQUIRE(latest);
+    for (const auto& [name, crc] : ef::CheckpointStore::read_meta(*latest).at("files").items()) CHECK_NOTHROW(ef::CheckpointStore::verify_file(*latest / name));
+  }
 }
 
 TEST_CASE("config: integer options that would crash or hang are refused, naming the key", "[config][classify]") {
