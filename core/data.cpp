@@ -30,6 +30,8 @@ LoaderOptions LoaderOptions::from(const Config& data, uint64_t seed, int64_t bat
   LoaderOptions o;
   o.batch_size = data.get<int64_t>("batch_size", batch_size);
   o.workers = static_cast<int>(data.get<int64_t>("workers", o.workers));
+  if (o.batch_size < 1) data.invalid("batch_size", "must be at least 1, got " + std::to_string(o.batch_size));
+  if (o.workers < 0) data.invalid("workers", "must be >= 0 (0: load on the training thread), got " + std::to_string(o.workers));
   o.seed = seed;
   return o;
 }

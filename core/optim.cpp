@@ -38,6 +38,7 @@ Schedule Schedule::from(const Config& c, int64_t total_steps) {
   if (s.kind != "constant" && s.kind != "cosine" && s.kind != "linear")
     c.invalid("kind", "expected \"constant\", \"cosine\" or \"linear\", got \"" + s.kind + "\"");
   s.warmup = c.get<int64_t>("warmup", 0);
+  if (s.warmup < 0) c.invalid("warmup", "must be >= 0, got " + std::to_string(s.warmup));
   s.min_ratio = c.get<double>("min_ratio", 0.0);
   s.total = total_steps;
   return s;

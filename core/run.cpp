@@ -13,6 +13,7 @@
 #include "core/checkpoint.h"
 #include "core/qat.h"
 #include "core/device.h"
+#include "core/folder_lock.h"
 #include "core/frozen.h"
 
 namespace ef {
@@ -27,6 +28,7 @@ RunSettings RunSettings::from(const Config& root) {
   s.device = root.get<std::string>("device", "auto");
   s.deterministic = root.get<bool>("deterministic", true);
   s.threads = static_cast<int>(root.get<int64_t>("threads", 0));
+  if (s.threads < 0) root.invalid("threads", "must be >= 0 (0: LibTorch's default)");
   root.get<std::string>("description", "");
   root.accept("export");  // read by `edgeforge export`
   return s;
@@ -117,9 +119,12 @@ LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o
   for (const auto& s : o.overrides) config.apply_override(s);
 
   // A sweep point or an explicit folder that already holds this run continues it.
-  if (!resume && !run_dir.empty() && fs::exists(run_dir / "ckpt" / "latest")) resume = true;
+  if (!resume && !run_dir.empty() && (fs::exists(run_dir / "ckpt" / "latest") || !CheckpointStore(run_dir / "ckpt", 0).steps().empty()))
+    resume = true;
   if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run"));
-  fs::create_directories(run_dir);
+  // One writer per run folder, held until training returns: two processes training one folder would
+  // overwrite each other's checkpoints and logs.
+  FolderLock lock(run_dir, "run folder");
   setup_logging(run_dir / "log.txt", o.quiet);
 
   Built b = build(config, run_dir, o.quiet);

@@ -1,17 +1,22 @@
 #include "core/sweep.h"
 
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 #include <set>
 
 #include "core/atomic_file.h"
 #include "core/config.h"
+#include "core/folder_lock.h"
 #include "core/metrics.h"
 
 extern char** environ;
@@ -124,7 +129,30 @@ std::vector<SweepPoint> pending_points(const SweepSpec& spec) {
   return out;
 }
 
+pid_t spawn_tied_to_parent(std::vector<std::string> args) {
+  if (args.empty()) throw std::logic_error("spawn_tied_to_parent: no program");
+  // everything the child needs is prepared before fork(): in a multi-threaded process the child may
+  // only make async-signal-safe calls (prctl, getppid, execv, _exit) until it has exec'ed
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(errno));
+  if (pid == 0) {
+    // SIGTERM when the thread that forked dies: a training run stops (with a final checkpoint)
+    // instead of running on unwatched after its sweep was killed
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) ::_exit(127);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+    ::execve(argv[0], argv.data(), environ);
+    ::_exit(127);
+  }
+  return pid;
+}
+
 std::vector<std::string> run_sweep(const SweepSpec& spec, int jobs, const std::string& executable) {
+  // one sweep process per folder: a second one would start the same points twice
+  FolderLock lock(spec.out, "sweep folder");
   std::vector<SweepPoint> todo = pending_points(spec);
   spdlog::info("sweep {}: {} points, {} to run, {} at a time", spec.file.string(), spec.points.size(), todo.size(), jobs);
   std::map<pid_t, std::string> running;
@@ -148,13 +176,7 @@ std::vector<std::string> run_sweep(const SweepSpec& spec, int jobs, const std::s
       std::vector<std::string> args = {executable, "train", spec.base.string(), "--run-dir", dir.string(), "--quiet"};
       for (const auto& o : spec.common) args.insert(args.end(), {"--set", o});
       for (const auto& o : p.overrides) args.insert(args.end(), {"--set", o});
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      pid_t pid;
-      if (::posix_spawn(&pid, executable.c_str(), nullptr, nullptr, argv.data(), environ) != 0)
-        throw std::runtime_error("cannot start " + executable);
-      running[pid] = p.name;
+      running[spawn_tied_to_parent(args)] = p.name;
       spdlog::info("sweep point {} started", p.name);
     }
     wait_one();

@@ -15,6 +15,7 @@
 //   "sort": "-eval/acc"                             // '-' = descending
 // }
 #include <nlohmann/json.hpp>
+#include <sys/types.h>
 
 #include <filesystem>
 #include <map>
@@ -47,8 +48,14 @@ bool point_finished(const SweepSpec& spec, const SweepPoint& p);
 std::vector<SweepPoint> pending_points(const SweepSpec& spec);
 
 // Runs `executable train <base> --run-dir <out>/<point> --set ...` for each pending point,
-// `jobs` at a time; returns the names of points that failed.
+// `jobs` at a time; returns the names of points that failed. Holds the lock of spec.out (a second
+// sweep of the same folder is refused with an InputError naming this one's PID), and its children
+// get SIGTERM when it dies.
 std::vector<std::string> run_sweep(const SweepSpec& spec, int jobs, const std::string& executable);
+
+// Starts `args` (args[0]: the executable's path) as a child process that the kernel sends SIGTERM
+// when the calling thread dies, however it dies. Returns its PID; an exec failure exits 127.
+pid_t spawn_tied_to_parent(std::vector<std::string> args);
 
 struct SweepRow {
   std::string point;

@@ -70,6 +70,10 @@ TrainOptions TrainOptions::from(const Config& c) {
   o.tensorboard = c.get<bool>("tensorboard", o.tensorboard);
   if (o.steps <= 0) c.invalid("steps", "must be positive");
   if (o.log_every <= 0) c.invalid("log_every", "must be positive");
+  if (o.eval_every < 0) c.invalid("eval_every", "must be >= 0 (0: only at the end)");
+  if (o.ckpt_every < 0) c.invalid("ckpt_every", "must be >= 0 (0: only at the end)");
+  if (o.sample_every < 0) c.invalid("sample_every", "must be >= 0 (0: with every eval)");
+  if (o.keep_last < 0) c.invalid("keep_last", "must be >= 0 (0: keep every checkpoint)");
   if (o.precision != "fp32" && o.precision != "bf16")
     c.invalid("precision", "expected \"fp32\" or \"bf16\", got \"" + o.precision + "\"");
   if (o.ema < 0 || o.ema >= 1) c.invalid("ema", "expected 0 <= ema < 1");
@@ -171,10 +175,13 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
   load_weights(recipe_, folder, /*prefer_ema=*/false);
   for (auto& [name, shadow] : ema_) {
     fs::path f = folder / (name + ".ema.safetensors");
-    if (fs::exists(f)) shadow = load_safetensors(f);
+    if (!fs::exists(f)) continue;
+    CheckpointStore::verify_file(f);
+    shadow = load_safetensors(f);
   }
   torch::serialize::InputArchive archive;
   fs::path state = folder / "trainer.pt";
+  CheckpointStore::verify_file(state);
   try {
     archive.load_from(state.string());
   } catch (const c10::Error& e) {
@@ -199,11 +206,20 @@ int64_t Trainer::load_checkpoint(const fs::path& folder) {
 
 void load_module_weights(torch::nn::Module& module, const fs::path& folder, const std::string& name, bool prefer_ema) {
   fs::path ema = folder / (name + ".ema.safetensors");
-  fs::path f = prefer_ema && fs::exists(ema) ? ema : folder / (name + ".safetensors");
+  fs::path plain = folder / (name + ".safetensors");
+  fs::path f = prefer_ema && fs::exists(ema) ? ema : plain;
+  CheckpointStore::verify_file(f);
   TensorMap state = load_safetensors(f);
   if (f == ema) {  // EMA files hold parameters only; buffers come from the live weights
+    TensorMap live;  // read (and checked) once, when the EMA file lacks a buffer
     for (const auto& b : module.named_buffers(true))
-      if (!state.count(b.key())) state[b.key()] = load_safetensors(folder / (name + ".safetensors")).at(b.key());
+      if (!state.count(b.key())) {
+        if (live.empty()) {
+          CheckpointStore::verify_file(plain);
+          live = load_safetensors(plain);
+        }
+        state[b.key()] = live.at(b.key());
+      }
   }
   load_module_state(module, state, f.string());
 }
@@ -215,6 +231,7 @@ void load_weights(Recipe& recipe, const fs::path& folder, bool prefer_ema) {
 TrainOutcome Trainer::run(bool resume) {
   TrainOutcome outcome;
   step_ = 0;
+  store_.recover();  // this process writes the run: undo what a killed writer left behind
   if (resume) {
     if (auto latest = store_.latest()) {
       nlohmann::json meta = CheckpointStore::read_meta(*latest);

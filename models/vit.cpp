@@ -24,6 +24,12 @@ ViTOptions ViTOptions::from(const Config& c) {
   o.num_classes = c.get<int64_t>("num_classes", o.num_classes);
   o.pool = c.get<std::string>("pool", o.pool);
   o.dropout = c.get<double>("dropout", o.dropout);
+  // checked before they divide anything: a zero would be a division by zero (SIGFPE), not an error
+  for (const auto& [key, v] : {std::pair<const char*, int64_t>{"image_size", o.image_size}, {"in_channels", o.in_channels}, {"patch", o.patch},
+                               {"dim", o.dim}, {"depth", o.depth}, {"heads", o.heads}})
+    if (v < 1) c.invalid(key, "must be at least 1, got " + std::to_string(v));
+  if (o.num_classes < 0) c.invalid("num_classes", "must be >= 0 (0: no head), got " + std::to_string(o.num_classes));
+  if (o.mlp_ratio <= 0) c.invalid("mlp_ratio", "must be positive");
   if (o.image_size % o.patch != 0) c.invalid("patch", "image_size " + std::to_string(o.image_size) + " is not a multiple of patch " + std::to_string(o.patch));
   if (o.dim % o.heads != 0) c.invalid("heads", "dim " + std::to_string(o.dim) + " is not divisible by heads " + std::to_string(o.heads));
   if (o.pool != "cls" && o.pool != "mean") c.invalid("pool", "expected \"cls\" or \"mean\", got \"" + o.pool + "\"");

@@ -43,6 +43,7 @@ ToSAAttentionImpl::ToSAAttentionImpl(const AttentionShape& shape, const Config& 
 
 ToSAAttentionImpl::ToSAAttentionImpl(const AttentionShape& shape, const ToSAOptions& options) : shape_(shape), opt_(options) {
   const int64_t C = shape.dim, H = shape.heads;
+  TORCH_CHECK(H > 0, "tosa: heads must be at least 1, got ", H);
   TORCH_CHECK(C % H == 0, "tosa: dim ", C, " is not divisible by heads ", H);
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(C, 3 * C).bias(opt_.qkv_bias)));
   proj = register_module("proj", torch::nn::Linear(C, C));

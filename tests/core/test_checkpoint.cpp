@@ -4,6 +4,7 @@
 
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
+#include "core/config.h"
 #include "core/safetensors.h"
 #include "tests/test_support.h"
 
@@ -90,6 +91,99 @@ TEST_CASE("checkpoint: a write interrupted midway leaves the previous checkpoint
   CHECK(store.latest()->filename() == "step_1");
   store.save(6, [&](const fs::path& d) { ef::save_safetensors(d / "model.safetensors", {{"x", torch::ones({1})}}); }, {{"step", 6}});
   CHECK_FALSE(fs::exists(dir.path / "ckpt" / ".step_5.partial"));
+}
+
+namespace {
+// A complete checkpoint whose weights hold `value`, saved through the store.
+void save_value(ef::CheckpointStore& store, int64_t step, double value) {
+  store.save(step, [&](const fs::path& d) { ef::save_safetensors(d / "model.safetensors", {{"x", torch::full({1}, value)}}); },
+             {{"step", step}});
+}
+double value_in(const fs::path& folder) { return ef::load_safetensors(folder / "model.safetensors").at("x").item<double>(); }
+std::vector<std::string> hidden_entries(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string()[0] == '.') out.push_back(e.path().filename().string());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("checkpoint: re-saving a step replaces it and leaves nothing behind", "[checkpoint]") {
+  ef::test::ScratchDir dir("ckpt-resave");
+  ef::CheckpointStore store(dir.path / "ckpt", 3);
+  save_value(store, 10, 1.0);
+  save_value(store, 20, 2.0);
+  save_value(store, 20, 3.0);  // a resumed run saving the step it resumed from
+  REQUIRE(store.latest());
+  CHECK(store.latest()->filename() == "step_20");
+  CHECK(value_in(*store.latest()) == 3.0);
+  CHECK(store.steps() == std::vector<int64_t>{10, 20});
+  CHECK(hidden_entries(dir.path / "ckpt").empty());
+}
+
+// The states a writer killed at any instant of a save can leave, made by hand: the store must name a
+// complete checkpoint through latest() (readers) and after recover() (the next writer), and keep the
+// last complete one.
+TEST_CASE("checkpoint: every state a killed save leaves recovers the last complete checkpoint", "[checkpoint]") {
+  ef::test::ScratchDir dir("ckpt-crash");
+  const fs::path ckpt = dir.path / "ckpt";
+  ef::CheckpointStore store(ckpt, 3);
+  save_value(store, 10, 1.0);
+  save_value(store, 20, 2.0);
+  auto copy_folder = [](const fs::path& from, const fs::path& to) { fs::copy(from, to, fs::copy_options::recursive); };
+
+  SECTION("killed after moving the named folder aside, before renaming its replacement in") {
+    fs::rename(ckpt / "step_20", ckpt / ".step_20.old");
+    copy_folder(ckpt / "step_10", ckpt / ".step_20.partial");  // the replacement, complete or not
+    REQUIRE(store.latest());  // a reader (eval) finds the moved folder
+    CHECK(value_in(*store.latest()) == 2.0);
+    store.recover();  // the next writer puts it back
+    CHECK(store.latest()->filename() == "step_20");
+    CHECK(value_in(ckpt / "step_20") == 2.0);
+    CHECK(hidden_entries(ckpt).empty());
+  }
+  SECTION("killed after renaming the replacement in, before removing the old folder") {
+    copy_folder(ckpt / "step_20", ckpt / ".step_20.old");
+    CHECK(store.latest()->filename() == "step_20");
+    store.recover();
+    CHECK(value_in(ckpt / "step_20") == 2.0);
+    CHECK(hidden_entries(ckpt).empty());
+  }
+  SECTION("latest names a folder that no longer exists") {
+    ef::write_file_atomically(ckpt / "latest", "step_30\n");
+    REQUIRE(store.latest());
+    CHECK(store.latest()->filename() == "step_20");  // the newest complete one
+    store.recover();
+    CHECK(ef::read_file(ckpt / "latest") == "step_20\n");
+  }
+  SECTION("killed after renaming a first checkpoint in, before writing latest") {
+    fs::remove(ckpt / "latest");
+    REQUIRE(store.latest());
+    CHECK(store.latest()->filename() == "step_20");
+    store.recover();
+    CHECK(ef::read_file(ckpt / "latest") == "step_20\n");
+  }
+  SECTION("half-written temporaries are removed when a writer opens the store") {
+    fs::create_directories(ckpt / ".step_30.partial");
+    ef::write_file_atomically(ckpt / ".step_30.partial" / "model.safetensors", "half");
+    std::ofstream(ckpt / ".latest.tmp123-0") << "step_3";
+    CHECK(store.latest()->filename() == "step_20");
+    store.recover();
+    CHECK(hidden_entries(ckpt).empty());
+    CHECK(store.steps() == std::vector<int64_t>{10, 20});
+  }
+  SECTION("a dangling latest with no complete checkpoint left is reported, naming it") {
+    fs::remove_all(ckpt / "step_10");
+    fs::remove_all(ckpt / "step_20");
+    REQUIRE_THROWS_AS(store.latest(), ef::InputError);
+    REQUIRE_THROWS_WITH(store.latest(), Contains("step_20") && Contains("latest"));
+    return;
+  }
+  // and the recovered store saves on
+  save_value(store, 30, 4.0);
+  CHECK(store.latest()->filename() == "step_30");
+  CHECK(value_in(*store.latest()) == 4.0);
+  CHECK(hidden_entries(ckpt).empty());
 }
 
 TEST_CASE("checkpoint: module state round trip", "[checkpoint]") {
