@@ -113,7 +113,7 @@ TEST_CASE("checkpoint integrity: a flipped byte in the weights or the trainer st
   }
 }
 
-TEST_CASE("run lock: a second writer of a run folder is refused, naming the holder's PID; eval takes no lock", "[lock]") {
+TEST_CASE("run lock: a second writer of a run folder is refused, naming the holder's PID, and eval takes no lock", "[lock]") {
   ef::test::ScratchDir dir("lock");
   const fs::path run = dir.path / "run";
   const std::string pid = std::to_string(::getpid());
