@@ -58,8 +58,14 @@ std::string timestamp() {
   return buf;
 }
 
-fs::path fresh_run_dir(const fs::path& root, const std::string& name) {
-  fs::path base = root / name / timestamp();
+// runs/<name>/<stamp>: `name` must stay inside the runs folder.
+fs::path fresh_run_dir(const fs::path& root, const Config& config) {
+  const std::string name = config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run");
+  const fs::path n(name);
+  bool inside = !name.empty() && n.is_relative() && !n.has_root_name();
+  for (const auto& part : n) inside = inside && part != ".." && part != ".";
+  if (!inside) config.invalid("name", "\"" + name + "\" must be a relative folder name inside the runs folder (no '..', no absolute path)");
+  fs::path base = root / n / timestamp();
   fs::path dir = base;
   for (int i = 1; fs::exists(dir); ++i) dir = base.string() + "-" + std::to_string(i);
   return dir;
@@ -121,13 +127,26 @@ LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o
   // A sweep point or an explicit folder that already holds this run continues it.
   if (!resume && !run_dir.empty() && (fs::exists(run_dir / "ckpt" / "latest") || !CheckpointStore(run_dir / "ckpt", 0).steps().empty()))
     resume = true;
-  if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config.get<std::string>("name", config.has("recipe") ? config.require<std::string>("recipe") : "run"));
+  if (run_dir.empty()) run_dir = fresh_run_dir(o.runs_root, config);
+  // A config refused while the recipe is built leaves no run folder behind (the datasets it
+  // generated stay: they are caches, valid for the next run).
+  const bool fresh_folder = !fs::exists(run_dir);
   // One writer per run folder, held until training returns: two processes training one folder would
   // overwrite each other's checkpoints and logs.
   FolderLock lock(run_dir, "run folder");
   setup_logging(run_dir / "log.txt", o.quiet);
 
-  Built b = build(config, run_dir, o.quiet);
+  Built b;
+  try {
+    b = build(config, run_dir, o.quiet);
+  } catch (...) {
+    if (fresh_folder) {
+      setup_logging({}, o.quiet);  // the console only: closes log.txt before it is removed
+      std::error_code ec;
+      fs::remove_all(run_dir, ec);
+    }
+    throw;
+  }
   std::string hash = resolved_config_hash(b.config);
   if (resume) {
     CheckpointStore store(run_dir / "ckpt", b.train.keep_last);

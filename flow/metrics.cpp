@@ -1,5 +1,7 @@
 #include "flow/metrics.h"
 
+#include <limits>
+
 #include <array>
 #include <cmath>
 
@@ -51,9 +53,10 @@ void FlowMetricSums::add_group(const std::string& name, const torch::Tensor& pre
 
 Scalars FlowMetricSums::means(const std::string& prefix) const {
   Scalars s;
-  const double n = std::max(valid, 1.0);
+  // No valid ground-truth pixel measures nothing: NaN, never a perfect 0.
+  const double n = valid > 0 ? valid : std::numeric_limits<double>::quiet_NaN();
   s[prefix + "epe"] = epe_sum / n;
-  s[prefix + "epe_image"] = image_epe_sum / std::max(images, 1.0);
+  s[prefix + "epe_image"] = images > 0 ? image_epe_sum / images : std::numeric_limits<double>::quiet_NaN();
   s[prefix + "fl_all"] = 100.0 * outliers / n;
   s[prefix + "1px"] = 100.0 * px1 / n;
   s[prefix + "3px"] = 100.0 * px3 / n;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "core/config.h"
 
 namespace ef::splat {
 
@@ -457,10 +458,17 @@ Camera to_camera(const ColmapCamera& c, const ColmapImage& image, const std::str
     default: pinhole = false;  // fisheye and FOV models are not pinholes even without distortion
   }
   if (!pinhole)
-    throw std::runtime_error(source + ": camera " + std::to_string(c.id) + " uses the " + colmap_model_name(c.model) +
+    throw InputError(source + ": camera " + std::to_string(c.id) + " uses the " + colmap_model_name(c.model) +
                              " model with lens distortion, which the rasterizer cannot render; undistort the images first "
                              "(colmap image_undistorter --image_path images --input_path sparse/0 --output_path undistorted) "
                              "and load the undistorted folder (PINHOLE or SIMPLE_PINHOLE cameras)");
+  // a camera that cannot project (no size, a zero, negative or non-finite focal length) is refused by id
+  const bool size_ok = c.width > 0 && c.height > 0 && c.width < (1u << 20) && c.height < (1u << 20);
+  const bool focal_ok = std::isfinite(cam.fx) && std::isfinite(cam.fy) && cam.fx > 0 && cam.fy > 0 && std::isfinite(cam.cx) && std::isfinite(cam.cy);
+  if (!size_ok || !focal_ok)
+    throw InputError(source + ": camera " + std::to_string(c.id) + " has size " + std::to_string(c.width) + "x" + std::to_string(c.height) +
+                     " and focal length " + std::to_string(cam.fx) + ", " + std::to_string(cam.fy) +
+                     " (principal point " + std::to_string(cam.cx) + ", " + std::to_string(cam.cy) + "): a camera needs a positive size and focal length");
   cam.width = static_cast<int64_t>(c.width);
   cam.height = static_cast<int64_t>(c.height);
   cam.name = image.name;

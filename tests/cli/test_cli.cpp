@@ -60,6 +60,11 @@ TEST_CASE("cli: bad input gets a clear message and exit code 2", "[cli][errors]"
   auto r = run_command(cli() + " train " + quickstart() + " --set optim.lrr=0.1 --run-dir " + quote((dir.path / "r").string()));
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Contains("unknown key 'optim.lrr' (did you mean 'optim.lr'?)"));
+  CHECK(!fs::exists(dir.path / "r"));  // a refused config leaves no run folder behind
+  r = run_command("cd " + quote(dir.path.string()) + " && " + cli() + " train " + quickstart() + " --set name=../../escaped");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Contains("name") && Contains("inside the runs folder"));
+  CHECK(!fs::exists(dir.path.parent_path() / "escaped"));
 
   r = run_command(cli() + " train " + quickstart() + " --set optim.lr='\"fast\"' --run-dir " + quote((dir.path / "r2").string()));
   CHECK(r.exit_code == 2);

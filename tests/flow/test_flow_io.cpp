@@ -2,6 +2,8 @@
 // hand-computed cases, and the flow / error colour images.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <cstring>
 
 #include "core/atomic_file.h"
@@ -102,6 +104,11 @@ TEST_CASE("flow metrics: EPE and Fl-all follow the KITTI devkit on hand-built ca
   none.add(pred2, gt2, torch::zeros({1, 1, 4}));
   CHECK(none.valid == 0);
   CHECK(none.images == 0);
+  // ...and ground truth without a valid pixel measures nothing: NaN, never a perfect EPE 0
+  for (const char* k : {"epe", "epe_image", "fl_all"}) {
+    INFO(k);
+    CHECK(std::isnan(none.means().at(k)));
+  }
 }
 
 TEST_CASE("flow images: Middlebury colour wheel and KITTI error colours", "[flow]") {

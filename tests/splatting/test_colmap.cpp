@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/atomic_file.h"
+#include "core/config.h"
 #include "splatting/colmap.h"
 #include "tests/test_support.h"
 
@@ -130,6 +131,21 @@ TEST_CASE("colmap: distorted camera models are refused with a pointer to image_u
   SECTION("fisheye models are refused even without distortion") {
     ColmapCamera fisheye{5, static_cast<int32_t>(ColmapModelId::OpenCVFisheye), 100, 80, {90, 95, 50, 40, 0, 0, 0, 0}};
     CHECK_THAT(error_of([&] { to_camera(fisheye, im, "c"); }), Catch::Contains("OPENCV_FISHEYE"));
+  }
+}
+
+TEST_CASE("colmap: cameras with no size or a zero, negative or non-finite focal length are refused", "[splatting][colmap]") {
+  ColmapImage im;
+  im.name = "a.png";
+  const auto pinhole = static_cast<int32_t>(ColmapModelId::Pinhole);
+  CHECK(to_camera(ColmapCamera{1, pinhole, 100, 80, {90, 95, 50, 40}}, im, "c").fx == 90);
+  for (const ColmapCamera& bad : {ColmapCamera{2, pinhole, 0, 80, {90, 95, 50, 40}}, ColmapCamera{3, pinhole, 100, 0, {90, 95, 50, 40}},
+                                  ColmapCamera{4, pinhole, 100, 80, {0, 95, 50, 40}}, ColmapCamera{5, pinhole, 100, 80, {90, -95, 50, 40}},
+                                  ColmapCamera{6, pinhole, 100, 80, {NAN, 95, 50, 40}}, ColmapCamera{7, pinhole, 100, 80, {90, 95, INFINITY, 40}}}) {
+    INFO("camera " << bad.id);
+    CHECK_THROWS_AS(to_camera(bad, im, "scene/sparse/0/cameras.txt"), ef::InputError);
+    CHECK_THAT(error_of([&] { to_camera(bad, im, "scene/sparse/0/cameras.txt"); }),
+               Catch::Contains("cameras.txt") && Catch::Contains("camera " + std::to_string(bad.id)));
   }
 }
 
