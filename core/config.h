@@ -81,6 +81,7 @@ class Config {
 
 // Smallest edit distance suggestion among `candidates` (empty when nothing is close).
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
+size_t edit_distance(const std::string& a, const std::string& b);  // Levenshtein
 std::string describe_json(const nlohmann::json& v);  // "string \"fast\"", "number 3", ...
 
 // ---- typed getters --------------------------------------------------------------------------
