@@ -68,11 +68,12 @@ fs::path file_of(const nlohmann::json& rec) {
   return rec.value("ema", false) ? ema_file(ckpt, module) : plain_file(ckpt, module);
 }
 
-void load_recorded(torch::nn::Module& module, const std::string& name, const nlohmann::json& rec) {
+// `verify`: compare the file with the record's checksum (not needed right after the record was made from it).
+void load_recorded(torch::nn::Module& module, const std::string& name, const nlohmann::json& rec, bool verify) {
   const fs::path file = file_of(rec);
   const std::string where = "frozen network '" + name + "'";
   if (!fs::exists(file)) throw InputError(where + ": " + file.string() + " no longer exists (the source run was pruned or moved)");
-  if (rec.contains("crc32c") && crc_of(file) != rec.at("crc32c").get<std::string>())
+  if (verify && rec.contains("crc32c") && crc_of(file) != rec.at("crc32c").get<std::string>())
     throw InputError(where + ": " + file.string() + " changed since this run recorded it (crc32c " + rec.at("crc32c").get<std::string>() + ")");
   if (rec.contains("file")) {
     load_module_state(module, load_safetensors(file), file.string());
@@ -90,13 +91,14 @@ void load_frozen_networks(Recipe& recipe, const Config& root, torch::Device devi
   Config records = root.section("frozen");
   for (auto& [name, net] : frozen) {
     if (trained.count(name)) throw std::logic_error("recipe names '" + name + "' both trained and frozen");
-    if (!records.has(name)) {
+    const bool recorded_now = !records.has(name);
+    if (recorded_now) {
       if (net.source.empty()) throw ConfigError(root.source() + ": frozen network '" + name + "' has no source (the recipe names no run or file)");
       records.get<nlohmann::json>(name, record_of(net.source));  // writes the record into the resolved config
     }
     const nlohmann::json rec = records.get<nlohmann::json>(name, nullptr);
     records.accept(name);  // the record's fields are ours
-    load_recorded(*net.module, name, rec);
+    load_recorded(*net.module, name, rec, /*verify=*/!recorded_now);
     net.module->to(device);
     net.module->eval();
     for (auto& p : net.module->parameters()) p.set_requires_grad(false);
