@@ -71,11 +71,16 @@ double amplification_factor(const torch::Tensor& w0, const torch::Tensor& delta_
   r = clamp_rank(r, u);
   auto ur = u.slice(1, 0, r);                    // [out, r]
   auto vr = vh.slice(0, 0, r).transpose(0, 1);   // [in', r]
-  auto projected = ur.transpose(0, 1).matmul(as_matrix(w0)).matmul(vr);  // [r, r]
+  auto base = as_matrix(w0);
+  auto projected = ur.transpose(0, 1).matmul(base).matmul(vr);  // [r, r]
   // ‖ΔW‖_F from its singular values: the same number, without a second pass over ΔW.
   const double num = s.pow(2).sum().sqrt().item<double>();
+  // ΔW = 0 has no singular directions (the SVD returns an arbitrary basis): no factor.
+  if (num == 0) return std::numeric_limits<double>::quiet_NaN();
   const double den = projected.norm().item<double>();
-  if (den == 0) return num == 0 ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  // A ΔW inside W0's null space projects to rounding noise (~1e-16·‖W0‖), not to 0: below a
+  // relative 1e-12 the projection is 0 and the factor unbounded, rather than an arbitrary 1e15.
+  if (den <= 1e-12 * base.norm().item<double>()) return std::numeric_limits<double>::infinity();
   return num / den;
 }
 

@@ -54,7 +54,8 @@ double effective_rank(const torch::Tensor& sigma);
 // gives a small factor (ΔW = c·(W0's top-r part) gives exactly c); ΔW along directions W0 barely
 // uses gives a large one. The paper reads a higher factor (FouRA's) as an update more decorrelated
 // from the base weights, hence less forgetting. r is clamped to min(out, in); the top-r subspace is
-// only well defined when σ_r > σ_{r+1}. +inf when Uᵀ W0 V = 0 and ΔW ≠ 0; NaN when both are 0.
+// only well defined when σ_r > σ_{r+1}. +inf when ‖Uᵀ W0 V‖_F ≤ 1e-12·‖W0‖_F (ΔW in W0's null
+// space, where float64 leaves only rounding noise); NaN for ΔW = 0 (no singular directions).
 // w0, delta_w: the same shape, either layout.
 double amplification_factor(const torch::Tensor& w0, const torch::Tensor& delta_w, int64_t r);
 
