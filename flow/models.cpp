@@ -7,7 +7,7 @@
 namespace ef::flow {
 
 namespace F = torch::nn::functional;
-using torch::nn::Conv2d;
+using ef::nn::Conv2d;
 using torch::nn::Conv2dOptions;
 using torch::nn::Sequential;
 

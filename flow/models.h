@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "models/adaptable.h"
 
 namespace ef::flow {
 
@@ -82,9 +83,9 @@ class FlowNetImpl : public torch::nn::Module {
   int64_t corr_channels() const { return opt_.levels * (2 * opt_.radius + 1) * (2 * opt_.radius + 1); }
 
   torch::nn::Sequential fnet{nullptr}, cnet{nullptr};
-  torch::nn::Conv2d convc1{nullptr}, convf1{nullptr}, convf2{nullptr}, conv{nullptr};  // motion encoder
-  torch::nn::Conv2d convz{nullptr}, convr{nullptr}, convq{nullptr};                     // ConvGRU
-  torch::nn::Conv2d head1{nullptr}, head2{nullptr};                                     // flow head
+  ef::nn::Conv2d convc1{nullptr}, convf1{nullptr}, convf2{nullptr}, conv{nullptr};  // motion encoder
+  ef::nn::Conv2d convz{nullptr}, convr{nullptr}, convq{nullptr};                     // ConvGRU
+  ef::nn::Conv2d head1{nullptr}, head2{nullptr};                                     // flow head
   torch::nn::Sequential mask{nullptr};                                                  // convex upsampling
   torch::Tensor log_sigma2;                                                             // SCI, learn_sigma
 

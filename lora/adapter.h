@@ -60,9 +60,17 @@ class AdapterImpl : public torch::nn::Module {
   virtual nlohmann::json options_json() const = 0;
   const LayerShape& shape() const { return shape_; }
 
+  // The composition strength s (brief §2.4), 1 by default: several adapters on one layer add up
+  // as y = W0 x + Σ_i branch_i(x), each at its own s_i. Every kind applies it in forward() and
+  // delta_weight() alike (LoRA scales its branch by s; FouRA multiplies its α by s). Not an option
+  // of the kind: it is set where adapters are composed (AdaptersImpl::set_strength).
+  double strength() const { return strength_; }
+  void set_strength(double s) { strength_ = s; }
+
  protected:
   explicit AdapterImpl(LayerShape shape) : shape_(std::move(shape)) {}
   LayerShape shape_;
+  double strength_ = 1.0;
 };
 
 using AdapterRegistry = Registry<AdapterImpl, const LayerShape&, const Config&>;

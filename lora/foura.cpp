@@ -143,7 +143,7 @@ torch::Tensor FouraImpl::forward(const torch::Tensor& x) {
   SpectralTransform& fout = token ? fin : *transform_out_;
   torch::Tensor z = fin.forward(x, dim);  // [P·B, ..., bins_in]
   z = shape_.conv() ? lora_A_conv->forward(z) : lora_A_linear->forward(z);
-  const double c = opt_.scale();
+  const double c = opt_.scale() * strength_;  // the strength multiplies α (brief §2.4)
   if (opt_.gate != "none") {
     if (opt_.alpha_before_gate) {
       z = z * c;
@@ -162,7 +162,7 @@ torch::Tensor FouraImpl::delta_weight() {
   if (!weight_equivalent()) throw std::logic_error("foura: delta_weight() with an input-adaptive gate");
   const int64_t r = opt_.rank;
   auto like = A().options();
-  torch::Tensor scale = torch::full({r}, opt_.scale(), like);
+  torch::Tensor scale = torch::full({r}, opt_.scale() * strength_, like);
   if (opt_.gate == "frozen") scale = scale * gate_mask.to(like);
   torch::Tensor a = A().reshape({r, A().size(1), -1});                   // [r, bins_in, kh·kw]
   torch::Tensor b = B().reshape({B().size(0), r}) * scale.unsqueeze(0);  // [bins_out, r] · diag(c m)

@@ -13,7 +13,8 @@
 //   𝒢        gate_fc1 (u = z W_g), or gate_fc1 -> GELU -> gate_fc2 with gate_hidden > 0
 //   b_j      gate_shift [r]; κ = options().gate_slope
 //   G        the hard mask g ∈ {0,1}^r per sample (gate = adaptive), or gate_mask [r] (frozen)
-//   α        options().alpha (inference strength; kept apart from the training scale s)
+//   α        options().alpha · strength() (inference strength; kept apart from the training scale s;
+//            with alpha_before_gate the gate sees the code scaled by it)
 // bins = N for the DCT, N/2+1 for the DFT (real and imaginary parts share A and B, see transform.h).
 //
 // Shapes (Linear; Conv2d has the channel axis at dim 1 and tokens = H'·W'):

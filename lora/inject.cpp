@@ -1,8 +1,13 @@
 #include "lora/inject.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
+
+#include "models/adaptable.h"
 
 namespace ef::lora {
 
@@ -27,25 +32,86 @@ bool glob_match(const std::string& pattern, const std::string& path) {
   return p == pattern.size();
 }
 
-torch::Tensor& AdaptedLayer::weight_member() const {
+namespace {
+
+// One LayerStack per layer, found again when another set is injected on it. Weak: the stack lives
+// as long as an Adapters set holds it.
+std::mutex& stacks_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<const torch::nn::Module*, std::weak_ptr<LayerStack>>& stacks() {
+  static std::map<const torch::nn::Module*, std::weak_ptr<LayerStack>> table;
+  return table;
+}
+
+std::shared_ptr<LayerStack> find_stack(const torch::nn::Module* layer) {
+  std::lock_guard<std::mutex> lock(stacks_mutex());
+  auto& table = stacks();
+  for (auto it = table.begin(); it != table.end();) it = it->second.expired() ? table.erase(it) : std::next(it);
+  auto it = table.find(layer);
+  return it == table.end() ? nullptr : it->second.lock();
+}
+
+void remember_stack(const std::shared_ptr<LayerStack>& stack) {
+  std::lock_guard<std::mutex> lock(stacks_mutex());
+  stacks()[stack->layer.get()] = stack;
+}
+
+// Every distinct stack of `layers` (attached ones), in order.
+std::vector<LayerStack*> distinct_stacks(const std::vector<AdaptedLayer>& layers) {
+  std::vector<LayerStack*> out;
+  for (const auto& l : layers)
+    if (l.attached && std::find(out.begin(), out.end(), l.stack.get()) == out.end()) out.push_back(l.stack.get());
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor& LayerStack::weight_member() const {
   if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(layer.get())) return l->weight;
   return dynamic_cast<torch::nn::Conv2dImpl&>(*layer).weight;
 }
 
-torch::Tensor AdaptedLayer::base_forward(const torch::Tensor& x) const {
+torch::Tensor LayerStack::base_forward(const torch::Tensor& x) const {
+  // Through the torch::nn impl's forward (not virtual): an ef::nn layer's hooks do not run.
   torch::Tensor& w = weight_member();
   torch::Tensor keep = w;
-  w = merged ? saved_weight : base_weight;
+  w = w0.defined() ? w0 : param;
   torch::Tensor y;
   try {
-    if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(layer.get())) y = l->forward(x);
-    else y = dynamic_cast<torch::nn::Conv2dImpl&>(*layer).forward(x);
+    if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(layer.get())) y = l->torch::nn::LinearImpl::forward(x);
+    else y = dynamic_cast<torch::nn::Conv2dImpl&>(*layer).torch::nn::Conv2dImpl::forward(x);
   } catch (...) {
     w = keep;
     throw;
   }
   w = keep;
   return y;
+}
+
+void LayerStack::update_weight() {
+  if (hooked) return;
+  torch::Tensor w = param;
+  // W0 + ΔW: for a fresh adapter (B = 0) ΔW is exactly 0 and the weight equals W0 bit for bit.
+  for (const auto& e : entries)
+    if (!e->merged) w = w + e->adapter->delta_weight().to(param.dtype());
+  weight_member() = w;
+}
+
+void LayerStack::rebuild_param() {
+  torch::NoGradGuard no_grad;
+  const bool any = std::any_of(entries.begin(), entries.end(), [](const auto& e) { return e->merged; });
+  if (!any) {
+    if (w0.defined()) param.copy_(w0);  // bitwise W0, not W0 + ΔW − ΔW
+    w0 = torch::Tensor();
+    return;
+  }
+  if (!w0.defined()) w0 = param.detach().clone();
+  torch::Tensor w = w0.clone();
+  for (const auto& e : entries)
+    if (e->merged) w.add_(e->adapter->delta_weight().to(w.dtype()));
+  param.copy_(w);
 }
 
 std::vector<std::string> AdaptersImpl::paths() const {
@@ -77,53 +143,58 @@ void AdaptersImpl::add(AdaptedLayer layer) {
 }
 
 void AdaptersImpl::refresh() {
-  for (auto& l : layers_) {
-    if (l.merged) continue;
-    // W0 + ΔW: for a fresh adapter (B = 0) ΔW is exactly 0 and the weight equals W0 bit for bit.
-    l.weight_member() = l.base_weight + l.adapter->delta_weight().to(l.base_weight.dtype());
-  }
+  for (auto* stack : distinct_stacks(layers_)) stack->update_weight();
 }
 
 void AdaptersImpl::merge() {
   for (const auto& l : layers_)
-    if (!l.merged && !l.adapter->weight_equivalent())
+    if (l.attached && !l.merged() && !l.adapter->weight_equivalent())
       throw std::logic_error("cannot merge the adapter at '" + l.path + "' (" + l.adapter->kind() +
                              "): it is not a fixed linear map in this mode (dropout while training, or an input-adaptive gate)");
-  torch::NoGradGuard no_grad;
-  for (auto& l : layers_) {
-    if (l.merged) continue;
-    l.saved_weight = l.base_weight.detach().clone();
-    l.base_weight.add_(l.adapter->delta_weight().to(l.base_weight.dtype()));
-    l.weight_member() = l.base_weight;
-    l.merged = true;
-  }
+  for (auto& l : layers_)
+    if (l.attached) l.entry->merged = true;
+  for (auto* stack : distinct_stacks(layers_)) stack->rebuild_param();
+  refresh();  // outside no_grad: other sets' unmerged ΔW terms carry gradients
 }
 
 void AdaptersImpl::unmerge() {
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& l : layers_) {
-      if (!l.merged) continue;
-      l.base_weight.copy_(l.saved_weight);
-      l.saved_weight = torch::Tensor();
-      l.merged = false;
-    }
+  if (merged()) {
+    for (auto& l : layers_)
+      if (l.attached) l.entry->merged = false;
+    for (auto* stack : distinct_stacks(layers_)) stack->rebuild_param();
   }
   refresh();  // outside the no_grad scope: the weights must carry gradients again
 }
 
 bool AdaptersImpl::merged() const {
-  return std::any_of(layers_.begin(), layers_.end(), [](const AdaptedLayer& l) { return l.merged; });
+  return std::any_of(layers_.begin(), layers_.end(), [](const AdaptedLayer& l) { return l.attached && l.merged(); });
 }
 
 void AdaptersImpl::detach() {
   unmerge();
-  for (auto& l : layers_) l.weight_member() = l.base_weight;
+  for (auto& l : layers_) {
+    if (!l.attached) continue;
+    if (l.hooked()) ef::nn::hookable(*l.stack->layer)->remove_hook(l.hook);
+    auto& entries = l.stack->entries;
+    entries.erase(std::remove(entries.begin(), entries.end(), l.entry), entries.end());
+    l.stack->update_weight();  // the other sets' terms only (W0 when none is left)
+    l.attached = false;
+  }
+}
+
+void AdaptersImpl::set_strength(double s) {
+  if (!std::isfinite(s)) throw ConfigError("adapter strength must be a finite number, got " + std::to_string(s));
+  const bool was_merged = merged();
+  if (was_merged) unmerge();
+  strength_ = s;
+  for (auto& l : layers_) l.adapter->set_strength(s);
+  if (was_merged) merge();
+  else refresh();
 }
 
 torch::Tensor AdaptersImpl::forward_layer(const std::string& path, const torch::Tensor& x) {
   for (auto& l : layers_)
-    if (l.path == path) return l.base_forward(x) + l.adapter->forward(x);  // base_forward uses the unmerged W0
+    if (l.path == path) return l.stack->base_forward(x) + l.adapter->forward(x);
   throw std::out_of_range("no adapter at '" + path + "'");
 }
 
@@ -198,12 +269,17 @@ Adapters inject(torch::nn::Module& root, const std::vector<std::string>& pattern
   for (const auto& item : modules)
     if (matched.count(item.key()) && taken.insert(item.value().get()).second) targets.emplace_back(item.key(), item.value());
 
+  const double strength = adapter.get<double>("strength", 1.0);
+  if (!std::isfinite(strength)) adapter.invalid("strength", "must be a finite number");
+
   // Build every adapter before touching the network: a refused one leaves it as it was.
-  std::vector<AdaptedLayer> built;
+  struct Planned {
+    std::string path;
+    std::shared_ptr<torch::nn::Module> module;
+    std::shared_ptr<AdapterImpl> adapter;
+  };
+  std::vector<Planned> built;
   for (const auto& [path, module] : targets) {
-    AdaptedLayer layer;
-    layer.path = path;
-    layer.layer = module;
     LayerShape shape;
     try {
       if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(module.get())) shape = LayerShape::of(*l);
@@ -211,26 +287,58 @@ Adapters inject(torch::nn::Module& root, const std::vector<std::string>& pattern
     } catch (const InputError& e) {
       throw ConfigError("adapter target '" + path + "': " + e.what());
     }
-    // W0 is the registered parameter; the member the forward reads differs from it only while
-    // another Adapters module drives the layer, whose ΔW this one would silently replace.
-    layer.base_weight = module->named_parameters(/*recurse=*/false)["weight"];
-    if (!layer.weight_member().is_same(layer.base_weight))
-      throw ConfigError("adapter target '" + path + "' already has an adapter (detach() those adapters first; "
-                        "several adapters on one layer are not supported yet)");
-    layer.adapter = make_adapter(shape, adapter);
-    if (!layer.adapter->trains_as_weight())
-      adapter.invalid("kind", "the " + layer.adapter->kind() +
-                                  " adapter with these options depends on the layer's input (dropout, or an input-adaptive gate), "
-                                  "which injection into a network cannot reach: the networks call their layers directly, so "
-                                  "adapters enter through the layer's weight (lora/inject.h). Use dropout 0 / gate none or frozen");
-    layer.adapter->to(layer.base_weight.device(), layer.base_weight.scalar_type());
-    built.push_back(std::move(layer));
+    auto a = make_adapter(shape, adapter);
+    const bool hooked = ef::nn::hookable(*module) != nullptr;
+    if (!hooked) {
+      // Weight path. The member the forward reads differs from the registered parameter only while
+      // adapters drive it; with none of ours attached, something else does, and we would replace it.
+      const torch::Tensor param = module->named_parameters(/*recurse=*/false)["weight"];
+      auto* w = dynamic_cast<torch::nn::LinearImpl*>(module.get());
+      const torch::Tensor& member = w ? w->weight : dynamic_cast<torch::nn::Conv2dImpl&>(*module).weight;
+      const auto stack = find_stack(module.get());
+      if ((!stack || stack->entries.empty()) && !member.is_same(param))
+        throw ConfigError("adapter target '" + path + "': its weight is driven by something else (an Adapters set "
+                          "dropped without detach()?); detach those adapters first");
+      if (!a->trains_as_weight())
+        adapter.invalid("kind", "the " + a->kind() + " adapter with these options depends on the layer's input (dropout, or an "
+                                "input-adaptive gate), and '" + path + "' is a plain torch::nn layer, which adapters reach only "
+                                "through its weight (lora/inject.h). Use dropout 0 / gate none or frozen, or build the network "
+                                "from ef::nn::Linear / ef::nn::Conv2d (models/adaptable.h)");
+    }
+    const torch::Tensor param = module->named_parameters(/*recurse=*/false)["weight"];
+    a->to(param.device(), param.scalar_type());
+    a->set_strength(strength);
+    built.push_back({path, module, std::move(a)});
   }
 
   for (auto& p : root.parameters()) p.set_requires_grad(false);
   Adapters out;
-  for (auto& layer : built) out->add(std::move(layer));
-  out->refresh();
+  for (auto& plan : built) {
+    AdaptedLayer layer;
+    layer.path = plan.path;
+    layer.adapter = plan.adapter;
+    layer.stack = find_stack(plan.module.get());
+    if (!layer.stack) {
+      layer.stack = std::make_shared<LayerStack>();
+      layer.stack->layer = plan.module;
+      layer.stack->hooked = ef::nn::hookable(*plan.module) != nullptr;
+      layer.stack->param = plan.module->named_parameters(/*recurse=*/false)["weight"];
+      remember_stack(layer.stack);
+    }
+    layer.entry = std::make_shared<LayerStack::Entry>();
+    layer.entry->adapter = plan.adapter;
+    layer.stack->entries.push_back(layer.entry);
+    if (layer.stack->hooked) {
+      // y = base(x) + adapter(x): the branch on the layer's own input; off while merged. The hook
+      // holds the entry (and so the adapter) until detach().
+      std::shared_ptr<LayerStack::Entry> entry = layer.entry;
+      layer.hook = ef::nn::hookable(*plan.module)->add_hook([entry](const torch::Tensor& x, const torch::Tensor& y) {
+        return entry->merged ? y : y + entry->adapter->forward(x);
+      });
+    }
+    out->add(std::move(layer));
+  }
+  out->set_strength(strength);  // records it; also refreshes the weight-path layers
   return out;
 }
 

@@ -41,14 +41,14 @@ torch::Tensor& LoraImpl::B() { return shape_.conv() ? lora_B_conv->weight : lora
 torch::Tensor LoraImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = opt_.dropout > 0.0 ? torch::dropout(x, opt_.dropout, is_training()) : x;
   h = shape_.conv() ? lora_B_conv->forward(lora_A_conv->forward(h)) : lora_B_linear->forward(lora_A_linear->forward(h));
-  return h * opt_.scaling();
+  return h * (opt_.scaling() * strength_);
 }
 
 torch::Tensor LoraImpl::delta_weight() {
   if (!weight_equivalent()) throw std::logic_error("lora: delta_weight() with dropout while training");
   const int64_t r = opt_.rank;
   // [d_out, r] @ [r, d_in * kh * kw], then back to the base layout
-  torch::Tensor dw = torch::matmul(B().reshape({shape_.out, r}), A().reshape({r, -1})) * opt_.scaling();
+  torch::Tensor dw = torch::matmul(B().reshape({shape_.out, r}), A().reshape({r, -1})) * (opt_.scaling() * strength_);
   return dw.reshape(shape_.weight_shape());
 }
 

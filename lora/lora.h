@@ -22,10 +22,10 @@ struct LoraOptions {
 class LoraImpl : public AdapterImpl {
  public:
   LoraImpl(const LayerShape& shape, const LoraOptions& options);
-  torch::Tensor forward(const torch::Tensor& x) override;  // s · B(A(dropout(x)))
+  torch::Tensor forward(const torch::Tensor& x) override;  // strength · s · B(A(dropout(x)))
   bool weight_equivalent() const override { return opt_.dropout == 0.0 || !is_training(); }
   bool trains_as_weight() const override { return opt_.dropout == 0.0; }
-  torch::Tensor delta_weight() override;                   // s · B A, in the base weight's layout
+  torch::Tensor delta_weight() override;                   // strength · s · B A, in the base weight's layout
   std::string kind() const override { return "lora"; }
   nlohmann::json options_json() const override;
   const LoraOptions& options() const { return opt_; }

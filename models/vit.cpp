@@ -37,8 +37,8 @@ ViTOptions ViTOptions::from(const Config& c) {
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) : dropout(p) {
-  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-  fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+  fc1 = register_module("fc1", ef::nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", ef::nn::Linear(hidden, dim));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
@@ -48,7 +48,7 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_channels, int64_t dim, int64_t patch) {
-  proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, dim, patch).stride(patch)));
+  proj = register_module("proj", ef::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, dim, patch).stride(patch)));
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) { return proj->forward(images).flatten(2).transpose(1, 2); }
@@ -87,7 +87,7 @@ ViTImpl::ViTImpl(const ViTOptions& o, const Config& attention) : opt_(o) {
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.depth; ++i) blocks->push_back(Block(o, attention, i));
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(1e-6)));
-  if (o.num_classes > 0) head = register_module("head", torch::nn::Linear(o.dim, o.num_classes));
+  if (o.num_classes > 0) head = register_module("head", ef::nn::Linear(o.dim, o.num_classes));
   // timm-style init: truncated-normal(0.02) linear weights, zero biases
   torch::NoGradGuard no_grad;
   for (auto& m : modules(/*include_self=*/false))

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
+#include "models/adaptable.h"
 #include "models/attention/attention.h"
 
 namespace ef {
@@ -26,7 +27,7 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t dim, int64_t hidden, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  ef::nn::Linear fc1{nullptr}, fc2{nullptr};
   double dropout;
 };
 TORCH_MODULE(Mlp);
@@ -36,7 +37,7 @@ class PatchEmbedImpl : public torch::nn::Module {
  public:
   PatchEmbedImpl(int64_t in_channels, int64_t dim, int64_t patch);
   torch::Tensor forward(const torch::Tensor& images);  // [B, C, H, W] -> [B, (H/p)*(W/p), dim]
-  torch::nn::Conv2d proj{nullptr};
+  ef::nn::Conv2d proj{nullptr};
 };
 TORCH_MODULE(PatchEmbed);
 
@@ -74,7 +75,7 @@ class ViTImpl : public torch::nn::Module {
   torch::Tensor cls_token, pos_embed;
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::LayerNorm norm{nullptr};
-  torch::nn::Linear head{nullptr};
+  ef::nn::Linear head{nullptr};
 
  private:
   torch::Tensor run_blocks(const torch::Tensor& images, const std::vector<int64_t>& layers, std::vector<torch::Tensor>* taps);

@@ -38,11 +38,11 @@ DepthNetImpl::DepthNetImpl(const ViTOptions& vit, const Config& attention, const
   encoder = register_module("encoder", ViT(vit, attention));
   const int64_t F = dec.dim;
   reassemble = register_module("reassemble", torch::nn::ModuleList());
-  for (size_t i = 0; i < dec.layers.size(); ++i) reassemble->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(vit.dim, F, 1)));
-  fuse = register_module("fuse", torch::nn::Conv2d(torch::nn::Conv2dOptions(F, F, 3).padding(1)));
+  for (size_t i = 0; i < dec.layers.size(); ++i) reassemble->push_back(ef::nn::Conv2d(torch::nn::Conv2dOptions(vit.dim, F, 1)));
+  fuse = register_module("fuse", ef::nn::Conv2d(torch::nn::Conv2dOptions(F, F, 3).padding(1)));
   up = register_module("up", torch::nn::ModuleList());
-  for (int64_t s = vit.patch; s > 1; s /= 2) up->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(F, F, 3).padding(1)));
-  head = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(F, 1, 3).padding(1)));
+  for (int64_t s = vit.patch; s > 1; s /= 2) up->push_back(ef::nn::Conv2d(torch::nn::Conv2dOptions(F, F, 3).padding(1)));
+  head = register_module("head", ef::nn::Conv2d(torch::nn::Conv2dOptions(F, 1, 3).padding(1)));
 }
 
 torch::Tensor DepthNetImpl::forward(const torch::Tensor& images) {
@@ -51,14 +51,14 @@ torch::Tensor DepthNetImpl::forward(const torch::Tensor& images) {
   torch::Tensor f;
   for (size_t i = 0; i < taps.size(); ++i) {
     torch::Tensor grid = taps[i].narrow(1, prefix, g * g).transpose(1, 2).reshape({B, vit_.dim, g, g});
-    torch::Tensor r = reassemble[i]->as<torch::nn::Conv2d>()->forward(grid);
+    torch::Tensor r = reassemble[i]->as<ef::nn::Conv2d>()->forward(grid);
     f = f.defined() ? f + r : r;
   }
   f = torch::relu(fuse->forward(f));
   for (const auto& m : *up) {
     f = torch::nn::functional::interpolate(
         f, torch::nn::functional::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kBilinear).align_corners(false));
-    f = torch::relu(m->as<torch::nn::Conv2d>()->forward(f));
+    f = torch::relu(m->as<ef::nn::Conv2d>()->forward(f));
   }
   return max_depth_ * torch::sigmoid(head->forward(f));
 }

@@ -6,6 +6,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "models/adaptable.h"
 #include "models/vit.h"
 
 namespace ef {
@@ -26,7 +27,7 @@ class DepthNetImpl : public torch::nn::Module {
   double flops() const;                                // analytic forward FLOPs per image (encoder + decoder)
   ViT encoder{nullptr};
   torch::nn::ModuleList reassemble{nullptr}, up{nullptr};
-  torch::nn::Conv2d fuse{nullptr}, head{nullptr};
+  ef::nn::Conv2d fuse{nullptr}, head{nullptr};
 
  private:
   ViTOptions vit_;

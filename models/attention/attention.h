@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/registry.h"
+#include "models/adaptable.h"
 
 namespace ef {
 
@@ -75,7 +76,7 @@ class SoftmaxAttentionImpl : public TokenMixerImpl {
   // Explicit attention probabilities [B, heads, N, N] (for analyses and tests; not the fast path).
   torch::Tensor attention_map(const torch::Tensor& x);
 
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  ef::nn::Linear qkv{nullptr}, proj{nullptr};
 
  private:
   int64_t dim_, heads_;

@@ -48,18 +48,18 @@ PADReImpl::PADReImpl(const AttentionShape& shape, const PADReOptions& options) :
     return torch::empty(s).uniform_(-bound, bound);
   };
 
-  y_proj = register_module("y_proj", torch::nn::Linear(torch::nn::LinearOptions(C, d * C).bias(opt_.bias)));
+  y_proj = register_module("y_proj", ef::nn::Linear(torch::nn::LinearOptions(C, d * C).bias(opt_.bias)));
   y_mix_weight = register_parameter("y_mix_weight", dw(d * C));
   if (opt_.bias) y_mix_bias = register_parameter("y_mix_bias", torch::empty({d * C}).uniform_(-bound, bound));
   z_proj = register_module("z_proj", torch::nn::ModuleList());
   for (int64_t i = 0; i + 1 < d; ++i) {
-    z_proj->push_back(torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(opt_.bias)));
+    z_proj->push_back(ef::nn::Linear(torch::nn::LinearOptions(C, C).bias(opt_.bias)));
     z_mix_weight.push_back(register_parameter("z_mix" + std::to_string(i) + "_weight", dw(C)));
     if (opt_.bias) z_mix_bias.push_back(register_parameter("z_mix" + std::to_string(i) + "_bias", torch::empty({C}).uniform_(-bound, bound)));
     else z_mix_bias.emplace_back();
   }
   coeff = register_parameter("coeff", torch::ones({d, C}));
-  proj = register_module("proj", torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(opt_.bias)));
+  proj = register_module("proj", ef::nn::Linear(torch::nn::LinearOptions(C, C).bias(opt_.bias)));
 }
 
 torch::Tensor PADReImpl::token_mix(const torch::Tensor& u, const torch::Tensor& weight, const torch::Tensor& bias) const {
@@ -100,7 +100,7 @@ torch::Tensor PADReImpl::forward(const torch::Tensor& x) {
   torch::Tensor z = y[0];
   torch::Tensor p = opt_.combine == "sum" ? z * coeff[0] : torch::Tensor();
   for (int64_t i = 1; i < d; ++i) {
-    torch::Tensor t = z_proj[i - 1]->as<torch::nn::Linear>()->forward(normalize(z));
+    torch::Tensor t = z_proj[i - 1]->as<ef::nn::Linear>()->forward(normalize(z));
     z = token_mix(t, z_mix_weight[i - 1], z_mix_bias[i - 1]) * y[i];
     if (opt_.combine == "sum") p = p + z * coeff[i];
   }

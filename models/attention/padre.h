@@ -8,6 +8,7 @@
 //   z_1 = y_1,  z_{k+1} = C_k(norm(z_k) D_k) * y_{k+1}   (Hadamard product)
 //   p   = sum_k a_k * z_k   (per-channel a_k; or p = z_d with combine = "last")
 //   out = p V
+#include "models/adaptable.h"
 #include "models/attention/attention.h"
 
 namespace ef {
@@ -37,12 +38,12 @@ class PADReImpl : public TokenMixerImpl {
   // the prefix tokens take the kernel's centre tap (plus the patch mean with prefix_mixing = mean).
   torch::Tensor token_mix(const torch::Tensor& u, const torch::Tensor& weight, const torch::Tensor& bias) const;
 
-  torch::nn::Linear y_proj{nullptr};        // B_1..B_d fused: C -> d*C
+  ef::nn::Linear y_proj{nullptr};        // B_1..B_d fused: C -> d*C
   torch::Tensor y_mix_weight, y_mix_bias;   // A_1..A_d: depthwise, d*C channels
   torch::nn::ModuleList z_proj{nullptr};    // D_1..D_{d-1}: C -> C
   std::vector<torch::Tensor> z_mix_weight, z_mix_bias;  // C_1..C_{d-1}: depthwise, C channels
   torch::Tensor coeff;                      // a_k: [d, C]
-  torch::nn::Linear proj{nullptr};          // V
+  ef::nn::Linear proj{nullptr};          // V
 
  private:
   torch::Tensor normalize(const torch::Tensor& z) const;

@@ -7,8 +7,8 @@ SoftmaxAttentionImpl::SoftmaxAttentionImpl(const AttentionShape& shape, const Co
   const bool bias = options.get<bool>("qkv_bias", true);
   TORCH_CHECK(heads_ > 0, "attention: heads must be at least 1, got ", heads_);
   TORCH_CHECK(dim_ % heads_ == 0, "attention: dim ", dim_, " is not divisible by heads ", heads_);
-  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim_, 3 * dim_).bias(bias)));
-  proj = register_module("proj", torch::nn::Linear(dim_, dim_));
+  qkv = register_module("qkv", ef::nn::Linear(torch::nn::LinearOptions(dim_, 3 * dim_).bias(bias)));
+  proj = register_module("proj", ef::nn::Linear(dim_, dim_));
 }
 
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x) {

@@ -45,8 +45,8 @@ ToSAAttentionImpl::ToSAAttentionImpl(const AttentionShape& shape, const ToSAOpti
   const int64_t C = shape.dim, H = shape.heads;
   TORCH_CHECK(H > 0, "tosa: heads must be at least 1, got ", H);
   TORCH_CHECK(C % H == 0, "tosa: dim ", C, " is not divisible by heads ", H);
-  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(C, 3 * C).bias(opt_.qkv_bias)));
-  proj = register_module("proj", torch::nn::Linear(C, C));
+  qkv = register_module("qkv", ef::nn::Linear(torch::nn::LinearOptions(C, 3 * C).bias(opt_.qkv_bias)));
+  proj = register_module("proj", ef::nn::Linear(C, C));
   if (is_selective(shape, opt_, shape.layer)) role_ = Role::Selective;
   else if (is_selective(shape, opt_, shape.layer + 1)) role_ = Role::Feeder;
   if (role_ == Role::Selective) {

@@ -11,6 +11,7 @@
 // reported through take_aux_losses() as "tosa_sel" (times sel_weight); and a staged schedule:
 // `dense_steps` of dense training (no routing), then `selector_steps` with the backbone frozen
 // (only the selectors learn, no routing), then routed training.
+#include "models/adaptable.h"
 #include "models/attention/attention.h"
 
 namespace ef {
@@ -59,7 +60,7 @@ class ToSAAttentionImpl : public TokenMixerImpl {
   torch::Tensor query_rows(int64_t tokens, const torch::Device& device) const;
   int64_t stage_step() const;  // training forwards seen by this (selective) layer
 
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  ef::nn::Linear qkv{nullptr}, proj{nullptr};
   torch::nn::Sequential selector{nullptr};  // selective layers only
   torch::Tensor step;                        // selective layers only: int64 scalar buffer
 

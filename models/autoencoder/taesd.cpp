@@ -6,8 +6,8 @@ namespace ef {
 
 namespace {
 
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, bool bias = true) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(bias));
+ef::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, bool bias = true) {
+  return ef::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(bias));
 }
 
 std::pair<std::string, std::string> first_problem(const TinyAutoencoderOptions& o) {
@@ -81,7 +81,7 @@ TinyBlockImpl::TinyBlockImpl(int64_t in_channels, int64_t out_channels) {
   conv = register_module("conv", torch::nn::Sequential(conv3x3(in_channels, out_channels), torch::nn::ReLU(), conv3x3(out_channels, out_channels),
                                                        torch::nn::ReLU(), conv3x3(out_channels, out_channels)));
   if (in_channels != out_channels)
-    skip = register_module("skip", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1).bias(false)));
+    skip = register_module("skip", ef::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1).bias(false)));
 }
 
 torch::Tensor TinyBlockImpl::forward(const torch::Tensor& x) { return torch::relu(conv->forward(x) + (skip ? skip->forward(x) : x)); }

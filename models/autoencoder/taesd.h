@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
+#include "models/adaptable.h"
 
 namespace ef {
 
@@ -40,7 +41,7 @@ class TinyBlockImpl : public torch::nn::Module {
   TinyBlockImpl(int64_t in_channels, int64_t out_channels);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Sequential conv{nullptr};
-  torch::nn::Conv2d skip{nullptr};  // 1x1, no bias; only when the channel count changes
+  ef::nn::Conv2d skip{nullptr};  // 1x1, no bias; only when the channel count changes
 };
 TORCH_MODULE(TinyBlock);
 

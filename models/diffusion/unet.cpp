@@ -105,7 +105,7 @@ UNet2DConditionImpl::UNet2DConditionImpl(UNetOptions o) : opt_(std::move(o)) {
   opt_.validate();
   const auto& ch = opt_.block_out_channels;
   const int64_t L = opt_.levels(), temb = opt_.temb_channels();
-  conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(opt_.in_channels, ch.front(), 3).padding(1)));
+  conv_in = register_module("conv_in", ef::nn::Conv2d(torch::nn::Conv2dOptions(opt_.in_channels, ch.front(), 3).padding(1)));
   time_embedding = register_module("time_embedding", TimestepEmbedding(ch.front(), temb));
 
   TransformerShape t;
@@ -143,7 +143,7 @@ UNet2DConditionImpl::UNet2DConditionImpl(UNetOptions o) : opt_(std::move(o)) {
   }
 
   conv_norm_out = register_module("conv_norm_out", torch::nn::GroupNorm(torch::nn::GroupNormOptions(opt_.norm_num_groups, ch.front()).eps(1e-5)));
-  conv_out = register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch.front(), opt_.out_channels, 3).padding(1)));
+  conv_out = register_module("conv_out", ef::nn::Conv2d(torch::nn::Conv2dOptions(ch.front(), opt_.out_channels, 3).padding(1)));
 }
 
 const UNetOptions& UNet2DConditionImpl::options() const { return opt_; }
@@ -179,7 +179,7 @@ void UNet2DConditionImpl::widen_input(int64_t in_channels) {
   const int64_t old = opt_.in_channels;
   TORCH_CHECK(in_channels >= old, "UNet2DCondition::widen_input: cannot narrow conv_in from ", old, " to ", in_channels, " input channels");
   if (in_channels == old) return;
-  torch::nn::Conv2d wider(torch::nn::Conv2dOptions(in_channels, opt_.block_out_channels.front(), 3).padding(1));
+  ef::nn::Conv2d wider(torch::nn::Conv2dOptions(in_channels, opt_.block_out_channels.front(), 3).padding(1));
   {
     torch::NoGradGuard no_grad;
     wider->to(conv_in->weight.device(), conv_in->weight.scalar_type());

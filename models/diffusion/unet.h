@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
+#include "models/adaptable.h"
 #include "models/diffusion/unet_blocks.h"
 
 namespace ef {
@@ -49,7 +50,7 @@ class UNet2DConditionImpl : public torch::nn::Module {
   // [B] timesteps -> [B, temb_channels]: sinusoidal features through time_embedding.
   torch::Tensor time_embed(const torch::Tensor& timesteps, torch::ScalarType dtype);
 
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  ef::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
   UNetMidBlock mid_block{nullptr};

@@ -5,8 +5,8 @@
 namespace ef {
 
 namespace {
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
+ef::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
+  return ef::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
 }
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(eps));
@@ -25,8 +25,8 @@ torch::Tensor timestep_features(const torch::Tensor& timesteps, int64_t dim, boo
 }
 
 TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_features, int64_t dim) {
-  linear_1 = register_module("linear_1", torch::nn::Linear(in_features, dim));
-  linear_2 = register_module("linear_2", torch::nn::Linear(dim, dim));
+  linear_1 = register_module("linear_1", ef::nn::Linear(in_features, dim));
+  linear_2 = register_module("linear_2", ef::nn::Linear(dim, dim));
 }
 
 torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& features) { return linear_2->forward(torch::silu(linear_1->forward(features))); }
@@ -36,11 +36,11 @@ torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& features) { re
 ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups, double eps) {
   norm1 = register_module("norm1", group_norm(groups, in_channels, eps));
   conv1 = register_module("conv1", conv3x3(in_channels, out_channels));
-  time_emb_proj = register_module("time_emb_proj", torch::nn::Linear(temb_channels, out_channels));
+  time_emb_proj = register_module("time_emb_proj", ef::nn::Linear(temb_channels, out_channels));
   norm2 = register_module("norm2", group_norm(groups, out_channels, eps));
   conv2 = register_module("conv2", conv3x3(out_channels, out_channels));
   if (in_channels != out_channels)
-    conv_shortcut = register_module("conv_shortcut", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1)));
+    conv_shortcut = register_module("conv_shortcut", ef::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1)));
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
@@ -56,11 +56,11 @@ torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Te
 
 AttentionImpl::AttentionImpl(int64_t query_dim, int64_t context_dim, int64_t heads_, int64_t head_dim_) : heads(heads_), head_dim(head_dim_) {
   const int64_t inner = heads * head_dim, kv_dim = context_dim > 0 ? context_dim : query_dim;
-  to_q = register_module("to_q", torch::nn::Linear(torch::nn::LinearOptions(query_dim, inner).bias(false)));
-  to_k = register_module("to_k", torch::nn::Linear(torch::nn::LinearOptions(kv_dim, inner).bias(false)));
-  to_v = register_module("to_v", torch::nn::Linear(torch::nn::LinearOptions(kv_dim, inner).bias(false)));
+  to_q = register_module("to_q", ef::nn::Linear(torch::nn::LinearOptions(query_dim, inner).bias(false)));
+  to_k = register_module("to_k", ef::nn::Linear(torch::nn::LinearOptions(kv_dim, inner).bias(false)));
+  to_v = register_module("to_v", ef::nn::Linear(torch::nn::LinearOptions(kv_dim, inner).bias(false)));
   to_out = register_module("to_out", torch::nn::ModuleList());
-  to_out->push_back(torch::nn::Linear(inner, query_dim));
+  to_out->push_back(ef::nn::Linear(inner, query_dim));
   to_out->push_back(torch::nn::Dropout(0.0));
 }
 
@@ -72,18 +72,18 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto heads_first = [&](const torch::Tensor& t) { return t.view({B, t.size(1), heads, head_dim}).transpose(1, 2); };
   torch::Tensor q = heads_first(to_q->forward(x)), k = heads_first(to_k->forward(source)), v = heads_first(to_v->forward(source));
   torch::Tensor o = at::scaled_dot_product_attention(q, k, v);  // [B, heads, N, head_dim]
-  return to_out[0]->as<torch::nn::Linear>()->forward(o.transpose(1, 2).reshape({B, N, heads * head_dim}));
+  return to_out[0]->as<ef::nn::Linear>()->forward(o.transpose(1, 2).reshape({B, N, heads * head_dim}));
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   const int64_t inner = dim * mult;
   // net.0 is diffusers' GEGLU module, which holds the projection as "proj"
   auto geglu = std::make_shared<torch::nn::Module>();
-  proj = geglu->register_module("proj", torch::nn::Linear(dim, 2 * inner));
+  proj = geglu->register_module("proj", ef::nn::Linear(dim, 2 * inner));
   net = register_module("net", torch::nn::ModuleList());
   net->push_back(geglu);
   net->push_back(torch::nn::Dropout(0.0));
-  out = torch::nn::Linear(inner, dim);
+  out = ef::nn::Linear(inner, dim);
   net->push_back(out);
 }
 
@@ -111,13 +111,13 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const t
 Transformer2DImpl::Transformer2DImpl(int64_t channels, const TransformerShape& s) : linear_projection(s.linear_projection) {
   TORCH_CHECK(s.heads > 0 && channels % s.heads == 0, "Transformer2D: ", channels, " channels do not split into ", s.heads, " heads");
   norm = register_module("norm", group_norm(s.groups, channels, 1e-6));
-  if (linear_projection) proj_in_linear = register_module("proj_in", torch::nn::Linear(channels, channels));
-  else proj_in_conv = register_module("proj_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1)));
+  if (linear_projection) proj_in_linear = register_module("proj_in", ef::nn::Linear(channels, channels));
+  else proj_in_conv = register_module("proj_in", ef::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1)));
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t k = 0; k < s.layers; ++k)
     transformer_blocks->push_back(BasicTransformerBlock(channels, s.heads, channels / s.heads, s.cross_attention_dim));
-  if (linear_projection) proj_out_linear = register_module("proj_out", torch::nn::Linear(channels, channels));
-  else proj_out_conv = register_module("proj_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1)));
+  if (linear_projection) proj_out_linear = register_module("proj_out", ef::nn::Linear(channels, channels));
+  else proj_out_conv = register_module("proj_out", ef::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1)));
 }
 
 torch::Tensor Transformer2DImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {

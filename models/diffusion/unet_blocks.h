@@ -20,6 +20,8 @@
 #include <functional>
 #include <vector>
 
+#include "models/adaptable.h"
+
 namespace ef {
 
 // diffusers' Timesteps: [B] timesteps (any dtype) -> [B, dim] float32 sinusoidal features,
@@ -32,7 +34,7 @@ class TimestepEmbeddingImpl : public torch::nn::Module {
  public:
   TimestepEmbeddingImpl(int64_t in_features, int64_t dim);
   torch::Tensor forward(const torch::Tensor& features);  // [B, in] -> [B, dim]
-  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+  ef::nn::Linear linear_1{nullptr}, linear_2{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
 
@@ -44,8 +46,8 @@ class ResnetBlock2DImpl : public torch::nn::Module {
   // x [B, in, H, W], temb [B, temb_channels] -> [B, out, H, W]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb);
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
-  torch::nn::Linear time_emb_proj{nullptr};
+  ef::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
+  ef::nn::Linear time_emb_proj{nullptr};
   // Hook: when set, extra_embedding(temb) ([B, out_channels]) is added where the timestep
   // embedding is (after conv1).
   std::function<torch::Tensor(const torch::Tensor& temb)> extra_embedding;
@@ -60,7 +62,7 @@ class AttentionImpl : public torch::nn::Module {
   AttentionImpl(int64_t query_dim, int64_t context_dim, int64_t heads, int64_t head_dim);
   // x [B, N, query_dim], context [B, L, context_dim] (undefined for self-attention) -> [B, N, query_dim]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {});
-  torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+  ef::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};  // 0: Linear, 1: Dropout (no parameters)
   int64_t heads, head_dim;
   // Hook (self-attention only): when set, keys and values are computed from key_value_source(x)
@@ -75,7 +77,7 @@ class FeedForwardImpl : public torch::nn::Module {
   FeedForwardImpl(int64_t dim, int64_t mult = 4);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::ModuleList net{nullptr};
-  torch::nn::Linear proj{nullptr}, out{nullptr};  // net.0.proj and net.2, the same modules
+  ef::nn::Linear proj{nullptr}, out{nullptr};  // net.0.proj and net.2, the same modules
 };
 TORCH_MODULE(FeedForward);
 
@@ -107,8 +109,8 @@ class Transformer2DImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
   torch::nn::GroupNorm norm{nullptr};
   // "proj_in"/"proj_out": Linear when linear_projection, else 1x1 Conv2d (the other pair stays null)
-  torch::nn::Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};
-  torch::nn::Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
+  ef::nn::Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};
+  ef::nn::Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
   torch::nn::ModuleList transformer_blocks{nullptr};
   bool linear_projection;
 };
@@ -119,7 +121,7 @@ class Downsample2DImpl : public torch::nn::Module {
  public:
   explicit Downsample2DImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  ef::nn::Conv2d conv{nullptr};
 };
 TORCH_MODULE(Downsample2D);
 
@@ -128,7 +130,7 @@ class Upsample2DImpl : public torch::nn::Module {
  public:
   explicit Upsample2DImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  ef::nn::Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample2D);
 

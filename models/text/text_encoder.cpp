@@ -20,14 +20,14 @@ ClipTextLayerImpl::ClipTextLayerImpl(const TextEncoderOptions& o) : heads_(o.hea
   layer_norm1 = register_module("layer_norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(1e-5)));
   // CLIP's attention lives under "self_attn" and the MLP under "mlp": small holder modules keep those names.
   auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
-  q_proj = attn->register_module("q_proj", torch::nn::Linear(o.dim, o.dim));
-  k_proj = attn->register_module("k_proj", torch::nn::Linear(o.dim, o.dim));
-  v_proj = attn->register_module("v_proj", torch::nn::Linear(o.dim, o.dim));
-  out_proj = attn->register_module("out_proj", torch::nn::Linear(o.dim, o.dim));
+  q_proj = attn->register_module("q_proj", ef::nn::Linear(o.dim, o.dim));
+  k_proj = attn->register_module("k_proj", ef::nn::Linear(o.dim, o.dim));
+  v_proj = attn->register_module("v_proj", ef::nn::Linear(o.dim, o.dim));
+  out_proj = attn->register_module("out_proj", ef::nn::Linear(o.dim, o.dim));
   layer_norm2 = register_module("layer_norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(1e-5)));
   auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
-  fc1 = mlp->register_module("fc1", torch::nn::Linear(o.dim, o.mlp_dim));
-  fc2 = mlp->register_module("fc2", torch::nn::Linear(o.mlp_dim, o.dim));
+  fc1 = mlp->register_module("fc1", ef::nn::Linear(o.dim, o.mlp_dim));
+  fc2 = mlp->register_module("fc2", ef::nn::Linear(o.mlp_dim, o.dim));
 }
 
 torch::Tensor ClipTextLayerImpl::forward(const torch::Tensor& x) {

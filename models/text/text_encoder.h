@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
+#include "models/adaptable.h"
 #include "models/text/tokenizer.h"
 
 namespace ef {
@@ -28,7 +29,7 @@ class ClipTextLayerImpl : public torch::nn::Module {
   explicit ClipTextLayerImpl(const TextEncoderOptions& o);
   torch::Tensor forward(const torch::Tensor& x);  // [B, L, D], causal
   torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr}, fc1{nullptr}, fc2{nullptr};
+  ef::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr}, fc1{nullptr}, fc2{nullptr};
 
  private:
   int64_t heads_;

@@ -14,6 +14,7 @@
 #include "models/diffusion/unet.h"
 #include "models/vit.h"
 #include "tests/gradcheck.h"
+#include "tests/lora/adapter_configs.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -22,40 +23,10 @@ using ef::Config;
 
 namespace {
 
-// Options in which each kind is a fixed linear map of its input (mergeable, injectable). A kind
-// registered without an entry here fails the tests that loop over the registry.
-std::vector<nlohmann::json> weight_configs(const std::string& kind) {
-  if (kind == "lora")
-    return {{{"kind", "lora"}, {"rank", 3}, {"alpha", 6.0}}, {{"kind", "lora"}, {"rank", 4}, {"alpha", 2.0}, {"rslora", true}}};
-  if (kind == "foura")
-    return {{{"kind", "foura"}, {"rank", 3}, {"gate", "frozen"}},
-            {{"kind", "foura"}, {"rank", 3}, {"gate", "none"}, {"transform", "dft"}, {"alpha", 0.7}},
-            {{"kind", "foura"}, {"rank", 2}, {"gate", "frozen"}, {"transform", "dft"}}};
-  FAIL("adapter kind '" << kind << "' has no weight-equivalent test config: add one to weight_configs() in " << __FILE__);
-  return {};
-}
-
-// Every option set of every kind, input-dependent ones included (for the standalone checks).
-std::vector<nlohmann::json> all_configs() {
-  std::vector<nlohmann::json> out;
-  for (const auto& kind : ef::lora::adapter_kinds().names())
-    for (const auto& c : weight_configs(kind)) out.push_back(c);
-  out.push_back({{"kind", "lora"}, {"rank", 2}, {"dropout", 0.5}});
-  for (bool before : {false, true})
-    for (const char* t : {"dct", "dft"})
-      out.push_back({{"kind", "foura"}, {"rank", 3}, {"transform", t}, {"alpha_before_gate", before}, {"gate_hidden", before ? 5 : 0}});
-  out.push_back({{"kind", "foura"}, {"rank", 3}, {"axis", "token"}});
-  out.push_back({{"kind", "foura"}, {"rank", 3}, {"gate_entropy", "rank"}, {"transform", "dft"}});
-  return out;
-}
-
-Config cfg(const nlohmann::json& j) { return Config::from_json(j, "<test>"); }
-
-// Random values in every adapter parameter (a fresh B is zero, which would hide most bugs).
-void perturb(torch::nn::Module& m, double scale = 0.2) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : m.parameters()) p.normal_(0.0, scale);
-}
+using ef::lora::test::all_configs;
+using ef::lora::test::cfg;
+using ef::lora::test::perturb;
+using ef::lora::test::weight_configs;
 
 // A network in the project's style: layers are typed members called directly.
 struct TinyNetImpl : torch::nn::Module {
@@ -353,10 +324,17 @@ TEST_CASE("lora: a target pattern that matches nothing names the closest layer p
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lora"}, {"dropout", 0.1}})), Contains("dropout"));
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lorra"}})), Contains("did you mean 'lora'"));
   for (auto& p : net->parameters()) CHECK(p.requires_grad());  // a failed injection changes nothing
-  // one adapter per layer for now: a second injection would silently replace the first one's ΔW
+  // a second set on a layer composes with the first (W0 + ΔW1 + ΔW2, tests/lora/test_seam.cpp)
   auto first = ef::lora::inject(*net, {"conv"}, lora);
-  CHECK_THROWS_WITH(ef::lora::inject(*net, {"co*"}, lora), Contains("'conv' already has an adapter"));
+  auto second = ef::lora::inject(*net, {"co*"}, lora);
+  CHECK(second->paths() == std::vector<std::string>{"conv"});
   first->detach();
+  second->detach();
+  CHECK(net->conv->weight.is_same(net->conv->named_parameters(false)["weight"]));
+  // a weight member that something else drives would be silently replaced: refused
+  net->conv->weight = net->conv->weight * 1.0;
+  CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, lora), Contains("'conv'") && Contains("driven by something else"));
+  net->conv->weight = net->conv->named_parameters(false)["weight"];
   CHECK_NOTHROW(ef::lora::inject(*net, {"conv"}, lora));
 }
 
