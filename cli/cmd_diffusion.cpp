@@ -38,6 +38,8 @@ void add_sample_and_edit(CLI::App& app, Action& action) {
     cmd->add_option("--n", job->per_prompt, "images per prompt")->check(CLI::Range(1, 1024));
     cmd->add_option("--size", job->image_size, "image size in pixels (default: the run's training images)");
     cmd->add_option("--guidance", job->guidance, "classifier-free guidance scale (1: none)");
+    cmd->add_option("--adapter", job->adapters,
+                    "an adapter run to attach, RUN or RUN:STRENGTH (repeatable: adapters compose at the output, each at its strength)");
     cmd->callback([job, &action] {
       action = [job] {
         print(run_sample_job(*job), "images");

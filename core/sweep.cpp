@@ -105,6 +105,18 @@ SweepSpec load_sweep(const fs::path& file, const std::vector<std::string>& extra
     }
   }
   if (s.points.empty()) s.points.push_back(SweepPoint{"base", {}});
+  c.accept("cross");
+  if (c.has("cross")) {  // every point so far, once per point of this grid (seeds, say)
+    std::vector<SweepPoint> crossed;
+    for (const auto& p : s.points)
+      for (const auto& q : expand_grid(c.json().at("cross"))) {
+        SweepPoint r = p;
+        r.name = p.name == "base" ? q.name : p.name + "," + q.name;
+        r.overrides.insert(r.overrides.end(), q.overrides.begin(), q.overrides.end());
+        crossed.push_back(std::move(r));
+      }
+    s.points = std::move(crossed);
+  }
   std::set<std::string> seen;
   for (const auto& p : s.points)
     if (!seen.insert(p.name).second) throw ConfigError(file.string() + ": two sweep points are both named '" + p.name + "'");
@@ -281,6 +293,52 @@ void write_summary(const SweepSpec& spec, std::vector<SweepRow> rows) {
   std::string title = "# Sweep " + spec.file.filename().string() + "\n\nSorted by " + (spec.descending ? "descending " : "ascending ") + spec.sort_by + ".\n\n";
   write_file_atomically(spec.out / "summary.csv", csv);
   write_file_atomically(spec.out / "summary.md", title + md);
+  if (const std::string by_seed = seed_summary(spec, rows); !by_seed.empty()) write_file_atomically(spec.out / "summary_by_seed.md", by_seed);
+}
+
+std::string seed_summary(const SweepSpec& spec, const std::vector<SweepRow>& rows) {
+  // Groups: the finished points that differ only in `seed`, in the order the sweep file gives them.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const SweepRow*>> groups;
+  for (const auto& p : spec.points)
+    for (const auto& r : rows)
+      if (r.point == p.name && r.finished && r.settings.count("seed")) {
+        std::string key;
+        for (const auto& [k, v] : r.settings)
+          if (k != "seed") key += (key.empty() ? "" : ", ") + k + "=" + v;
+        if (key.empty()) key = "(base)";
+        if (!groups.count(key)) order.push_back(key);
+        groups[key].push_back(&r);
+      }
+  bool repeated = false;
+  for (const auto& [k, g] : groups) repeated |= g.size() > 1;
+  if (!repeated) return "";
+  std::string md = "# Sweep " + spec.file.filename().string() + " over seeds\n\nMean ± sample standard deviation over the seeds of each setting (n: finished seeds).\n\n| setting | n | ";
+  for (const auto& m : spec.metrics) md += m + " | ";
+  md += "\n|---|---|";
+  for (size_t i = 0; i < spec.metrics.size(); ++i) md += "---|";
+  md += "\n";
+  for (const auto& key : order) {
+    const auto& g = groups[key];
+    md += "| " + key + " | " + std::to_string(g.size()) + " | ";
+    for (const auto& m : spec.metrics) {
+      std::vector<double> v;
+      for (const auto* r : g)
+        if (auto it = r->metrics.find(m); it != r->metrics.end()) v.push_back(it->second);
+      if (v.empty()) {
+        md += " | ";
+        continue;
+      }
+      double mean = 0, var = 0;
+      for (double x : v) mean += x;
+      mean /= static_cast<double>(v.size());
+      for (double x : v) var += (x - mean) * (x - mean);
+      const double sd = v.size() > 1 ? std::sqrt(var / static_cast<double>(v.size() - 1)) : 0.0;
+      md += fmt::format("{:.4g} ± {:.2g}", mean, sd) + " | ";
+    }
+    md += "\n";
+  }
+  return md;
 }
 
 }  // namespace ef

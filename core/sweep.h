@@ -9,6 +9,8 @@
 //   "set": {"train.steps": 300},                    // overrides for every point
 //   "grid": {"optim.lr": [1e-3, 3e-4], "seed": [0, 1]},
 //   "list": [{"name": "no-decay", "set": {"optim.weight_decay": 0}, "baseline": "base"}],
+//   "cross": {"seed": [0, 1, 2]},                   // every grid/list point once per point of this grid
+//                                                   //   (names joined: "no-decay,seed=1")
 //   "metrics": ["eval/acc", "train/steps_per_sec"], // summary columns
 //   "relative": ["eval/acc"],                       // + one "change %" column each: 100 (v - v_baseline) / |v_baseline|
 //                                                   //   against the point a list item names as its "baseline"
@@ -64,7 +66,10 @@ struct SweepRow {
   bool finished = false;
 };
 std::vector<SweepRow> collect_rows(const SweepSpec& spec);
-// Writes summary.csv and summary.md into spec.out; rows sorted by spec.sort_by.
+// Writes summary.csv and summary.md into spec.out; rows sorted by spec.sort_by. When points differ
+// only in `seed`, also summary_by_seed.md: per setting, each metric's mean ± standard deviation.
 void write_summary(const SweepSpec& spec, std::vector<SweepRow> rows);
+// The markdown of summary_by_seed.md; empty when no setting has more than one finished seed.
+std::string seed_summary(const SweepSpec& spec, const std::vector<SweepRow>& rows);
 
 }  // namespace ef

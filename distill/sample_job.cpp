@@ -8,6 +8,7 @@
 #include "core/atomic_file.h"
 #include "core/image_io.h"
 #include "core/run.h"
+#include "lora/adapter_run.h"
 
 namespace ef {
 namespace {
@@ -61,6 +62,9 @@ GenerationReport run_sample_job(const SampleJob& job) {
   const SamplerOptions sampler = sampler_options(job);
   OpenedRun run;
   LatentDiffusion& model = open_model(job, run, false);
+  std::vector<lora::Adapters> attached;
+  for (const auto& a : job.adapters)
+    for (auto& set : lora::attach_adapter_run(model, lora::AdapterRunSpec::parse(a), resolve_run_folder(job.run_dir, "run_dir"))) attached.push_back(set);
   int64_t size = job.image_size;
   if (size == 0) size = run.config.root()["data"].value("generate", nlohmann::json::object()).value("image_size", int64_t{32});
   std::vector<std::string> all;

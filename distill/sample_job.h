@@ -26,6 +26,9 @@ struct SampleJob : DiffusionRunJob {
   int64_t per_prompt = 1;
   int64_t image_size = 0;  // 0: the run's training images
   double guidance = 3.0;   // classifier-free guidance scale (1: none)
+  // Adapter runs to attach, "RUN" or "RUN:STRENGTH" (lora/adapter_run.h); several compose at the
+  // output, each at its strength.
+  std::vector<std::string> adapters;
 };
 
 struct EditJob : DiffusionRunJob {

@@ -125,7 +125,9 @@ std::vector<LayerWeights> layer_weights(AdaptersImpl& adapters) {
     LayerWeights w;
     w.path = l.path;
     w.describe = l.adapter->shape().describe();
-    w.w0 = (l.merged ? l.saved_weight : l.base_weight).detach();  // while merged, base_weight holds W0 + ΔW
+    // the registered parameter holds W0 + Σ merged ΔW while any set on the layer is merged; the
+    // stack keeps W0's bitwise copy then
+    w.w0 = (l.stack->w0.defined() ? l.stack->w0 : l.stack->param).detach();
     w.delta_w = l.adapter->delta_weight().detach();
     w.rank = options["rank"].get<int64_t>();
     out.push_back(std::move(w));

@@ -187,6 +187,11 @@ void FouraImpl::freeze_gate() {
   opt_.gate = "frozen";
 }
 
+void FouraImpl::use_gate_mask() {
+  if (opt_.gate != "adaptive" && opt_.gate != "frozen") throw std::logic_error("foura: use_gate_mask() needs a gate (it is " + opt_.gate + ")");
+  opt_.gate = "frozen";
+}
+
 void FouraImpl::reset_gate_stats() {
   gate_sum_ = torch::zeros({opt_.rank}, torch::kFloat64);
   gate_count_ = 0;

@@ -79,6 +79,9 @@ class FouraImpl : public AdapterImpl {
   // Variant (b): gate_mask := (mean gate since reset_gate_stats() >= 0.5), gate becomes frozen.
   // Throws std::logic_error unless gate = adaptive and at least one forward pass was seen.
   void freeze_gate();
+  // Variant (b) after a resume: the gate_mask buffer came back with the checkpoint; gate becomes
+  // frozen and uses it. Throws std::logic_error unless gate is adaptive or already frozen.
+  void use_gate_mask();
   void reset_gate_stats();
 
   torch::nn::Linear lora_A_linear{nullptr}, lora_B_linear{nullptr};

@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int64_t kSceneSchema = 1;
+constexpr int64_t kSceneSchema = kSceneSchemaVersion;
 enum Attr : int { kColour = 0, kShape, kPosition, kSize, kCount, kBackground, kNumAttrs };
 
 struct ColourDef {
@@ -449,33 +449,34 @@ const std::vector<std::string>& SceneTextDataset::attribute_values(const std::st
   return attributes_[static_cast<size_t>(attribute_index(name))].values;
 }
 
-namespace {
-torch::Tensor images_of(const H5File& f, const std::string& name, int64_t n) {
+torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_t n) {
   torch::Tensor t = f.read(name);
   if (t.dim() != 4 || t.size(3) != 3 || t.size(1) != t.size(2) || t.scalar_type() != torch::kUInt8 || t.size(0) != n)
     throw std::runtime_error(f.path().string() + ": " + name + " is not uint8 [" + std::to_string(n) + ",H,H,3]");
   return t;
 }
-torch::Tensor signed_image(const torch::Tensor& hwc) { return hwc.permute({2, 0, 1}).to(torch::kFloat32).div_(127.5f).sub_(1.0f); }
-}  // namespace
+
+torch::Tensor signed_scene_image(const torch::Tensor& hwc) {
+  return hwc.permute({2, 0, 1}).to(torch::kFloat32).div_(127.5f).sub_(1.0f);
+}
 
 CaptionsDataset::CaptionsDataset(const fs::path& path, const std::string& split) {
   H5File f = open(path, split, "captions");
-  images_ = images_of(f, split + "/images", size());
+  images_ = read_scene_images(f, split + "/images", size());
   image_size_ = images_.size(1);
   labels_ = labels_of(f, "attr");
 }
 
 Sample CaptionsDataset::get(int64_t index) const {
-  Sample s = {{"image", signed_image(images_[index])}, {"text", text_[index]}};
+  Sample s = {{"image", signed_scene_image(images_[index])}, {"text", text_[index]}};
   for (size_t a = 0; a < attributes_.size(); ++a) s["attr_" + attributes_[a].name] = labels_[index][static_cast<int64_t>(a)];
   return s;
 }
 
 EditsDataset::EditsDataset(const fs::path& path, const std::string& split) {
   H5File f = open(path, split, "edits");
-  source_ = images_of(f, split + "/source", size());
-  target_ = images_of(f, split + "/target", size());
+  source_ = read_scene_images(f, split + "/source", size());
+  target_ = read_scene_images(f, split + "/target", size());
   image_size_ = source_.size(1);
   source_labels_ = labels_of(f, "source_attr");
   target_labels_ = labels_of(f, "target_attr");
@@ -485,7 +486,7 @@ EditsDataset::EditsDataset(const fs::path& path, const std::string& split) {
 }
 
 Sample EditsDataset::get(int64_t index) const {
-  Sample s = {{"source", signed_image(source_[index])}, {"target", signed_image(target_[index])},
+  Sample s = {{"source", signed_scene_image(source_[index])}, {"target", signed_scene_image(target_[index])},
               {"text", text_[index]}, {"edited_attribute", edited_[index]}};
   for (size_t a = 0; a < attributes_.size(); ++a) {
     s["attr_" + attributes_[a].name] = target_labels_[index][static_cast<int64_t>(a)];

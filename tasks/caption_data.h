@@ -46,6 +46,10 @@
 
 namespace ef {
 
+// The "schema_version" root attribute of every scene dataset (captions, edits, and the styled sets
+// other domains derive from the scenes).
+constexpr int64_t kSceneSchemaVersion = 1;
+
 // One attribute of a scene and the names of its values (a label is an index into `values`).
 struct SceneAttribute {
   std::string name;
@@ -71,6 +75,11 @@ std::string scene_caption(const std::vector<SceneAttribute>& attributes, const s
 // Renders a scene: uint8 [size, size, 3].
 torch::Tensor render_scene(const std::vector<SceneAttribute>& attributes, const std::vector<int64_t>& labels,
                            uint64_t scene_seed, int64_t size);
+
+// uint8 [n, H, H, 3] dataset `name` of a scene file, checked (the error names the file and dataset).
+torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_t n);
+// uint8 [H, W, 3] -> float [3, H, W] in [-1, 1], as every scene dataset hands images out.
+torch::Tensor signed_scene_image(const torch::Tensor& hwc);
 
 // Writes the whole set into `path` atomically; throws before writing anything when a text does not
 // fit in max_text_bytes.

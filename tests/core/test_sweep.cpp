@@ -74,3 +74,28 @@ TEST_CASE("sweep: the summary shows the change of each point relative to its bas
   ef::write_file_atomically(dir.path / "bad.json", R"({"base": "base.json", "list": [{"name": "a", "baseline": "nope"}]})");
   CHECK_THROWS_WITH(ef::load_sweep(dir.path / "bad.json", {}), Catch::Contains("baseline 'nope'"));
 }
+
+TEST_CASE("sweep: cross repeats every point per seed, and the summary gives each setting's mean and spread", "[sweep]") {
+  ef::test::ScratchDir dir("sweepcross");
+  ef::write_file_atomically(dir.path / "base.json", R"({"recipe": "classify"})");
+  ef::write_file_atomically(dir.path / "s.json", R"({
+    "base": "base.json", "out": ")" + (dir.path / "out").string() + R"(",
+    "list": [{"name": "a", "set": {"optim.lr": 0.1}}, {"name": "b", "set": {"optim.lr": 0.2}}],
+    "cross": {"seed": [0, 1, 2]},
+    "metrics": ["eval/acc"]})");
+  ef::SweepSpec spec = ef::load_sweep(dir.path / "s.json", {});
+  REQUIRE(spec.points.size() == 6);
+  CHECK(spec.points[0].name == "a,seed=0");
+  CHECK(spec.points[5].name == "b,seed=2");
+  CHECK(spec.points[4].overrides == std::vector<std::string>{"optim.lr=0.2", "seed=1"});
+  // a: three seeds at 0.5, 0.6, 0.7 (mean 0.6, sample sd 0.1); b: one finished seed only
+  for (int s = 0; s < 3; ++s)
+    ef::write_file_atomically(spec.out / ("a,seed=" + std::to_string(s)) / "final.json",
+                              R"({"step": 5, "metrics": {"eval/acc": )" + std::to_string(0.5 + 0.1 * s) + "}}");
+  ef::write_file_atomically(spec.out / "b,seed=0" / "final.json", R"({"step": 5, "metrics": {"eval/acc": 0.9}})");
+  ef::write_summary(spec, ef::collect_rows(spec));
+  const std::string md = ef::read_file(spec.out / "summary_by_seed.md");
+  CHECK(md.find("| optim.lr=0.1 | 3 | 0.6 ± 0.1 |") != std::string::npos);
+  CHECK(md.find("| optim.lr=0.2 | 1 | 0.9 ± 0 |") != std::string::npos);
+  CHECK(md.find("optim.lr=0.1") < md.find("optim.lr=0.2"));
+}

@@ -195,8 +195,8 @@ TEST_CASE("lora analysis: per-network report over injected adapters, as a table 
     auto& layer = adapters->layers()[r.path == "conv" ? 0 : 1];
     torch::Tensor dw = layer.adapter->delta_weight().detach();
     CHECK(r.delta_norm == Approx(dw.to(torch::kFloat64).norm().item<double>()).epsilon(1e-9));
-    CHECK(r.base_norm == Approx(layer.base_weight.detach().to(torch::kFloat64).norm().item<double>()).epsilon(1e-9));
-    CHECK(r.amplification == Approx(ef::lora::amplification_factor(layer.base_weight, dw, 2)).epsilon(1e-12));
+    CHECK(r.base_norm == Approx(layer.stack->param.detach().to(torch::kFloat64).norm().item<double>()).epsilon(1e-9));
+    CHECK(r.amplification == Approx(ef::lora::amplification_factor(layer.stack->param, dw, 2)).epsilon(1e-12));
   }
 
   // Merged, the layer's parameter holds W0 + ΔW; the report still reads W0.

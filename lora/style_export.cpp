@@ -1,0 +1,81 @@
+// Export target of the `style` recipe: the adapters as files, no graph of their own (an adapter is
+// not a network; deploy the merged UNet, or load the files into the base):
+//   --format peft     PEFT's folder (adapter_config.json + adapter_model.safetensors) of the UNet's
+//                     adapters (and text_encoder/ for the text encoder's), LoRA only;
+//   --format merged   the base UNet (and text encoder) with ΔW folded into the weights, as diffusers'
+//                     diffusion_pytorch_model.safetensors + config.json: a plain UNet that runs at the
+//                     base's cost (LoRA; FouRA with gate none or frozen).
+#include "core/atomic_file.h"
+#include "core/export_target.h"
+#include "core/run.h"
+#include "core/safetensors.h"
+#include "lora/inject.h"
+#include "lora/peft.h"
+#include "models/diffusion/latent_diffusion.h"
+
+namespace ef::lora {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StyleExportTarget : public ExportTarget {
+ public:
+  explicit StyleExportTarget(OpenedRun& run) : run_(run) {}
+  std::vector<std::string> models() const override { return {}; }
+  std::vector<std::string> file_formats() const override { return {"peft", "merged"}; }
+
+  nlohmann::json write_files(const std::string& format, const fs::path& dir) override {
+    auto* unet_adapter = recipe_module<AdaptersImpl>(run_, "unet_adapter", "UNet adapter");
+    AdaptersImpl* text_adapter = nullptr;
+    if (run_.recipe->modules().count("text_encoder_adapter")) text_adapter = recipe_module<AdaptersImpl>(run_, "text_encoder_adapter", "text encoder adapter");
+    nlohmann::json report = {{"format", format}, {"run", run_.checkpoint.string()}};
+    if (format == "peft") {
+      save_peft(*unet_adapter, dir);
+      if (text_adapter) save_peft(*text_adapter, dir / "text_encoder");
+      report["files"] = {kPeftConfigFile, kPeftWeightsFile};
+      report["layers"] = unet_adapter->layers().size() + (text_adapter ? text_adapter->layers().size() : 0);
+    } else if (format == "merged") {
+      auto* has = dynamic_cast<HasLatentDiffusion*>(run_.recipe.get());
+      if (!has) throw std::logic_error("style export: the recipe holds no latent diffusion model");
+      LatentDiffusion& ld = has->diffusion();
+      merged_copy(*unet_adapter, *ld.unet, dir / "unet" / "diffusion_pytorch_model.safetensors");
+      write_file_atomically(dir / "unet" / "config.json", ld.unet->options().diffusers_config().dump(2));
+      if (text_adapter) merged_copy(*text_adapter, *ld.text, dir / "text_encoder.safetensors");
+      report["files"] = {"unet/diffusion_pytorch_model.safetensors", "unet/config.json"};
+    } else {
+      return ExportTarget::write_files(format, dir);
+    }
+    write_file_atomically(dir / "report.json", report.dump(2));
+    write_file_atomically(dir / "report.md", "# style adapters: --format " + format + "\n\n```json\n" + report.dump(2) + "\n```\n");
+    return report;
+  }
+
+ private:
+  // The network's state with the adapters merged, written to `file`; the network is left unmerged.
+  static void merged_copy(AdaptersImpl& adapters, torch::nn::Module& network, const fs::path& file) {
+    for (const auto& l : adapters.layers())
+      if (!l.adapter->weight_equivalent())
+        throw InputError("export --format merged: the adapter at '" + l.path + "' depends on its input (" + l.adapter->kind() +
+                         " with an adaptive gate or dropout) and cannot be folded into the weights; export --format peft or use a frozen gate");
+    adapters.merge();
+    TensorMap state;
+    try {
+      state = module_state(network);
+    } catch (...) {
+      adapters.unmerge();
+      throw;
+    }
+    for (auto& [k, v] : state) v = v.clone();
+    adapters.unmerge();
+    fs::create_directories(file.parent_path());
+    save_safetensors(file, state);
+  }
+
+  OpenedRun& run_;
+};
+
+EF_REGISTER(export_targets(), "style", [](OpenedRun& run) { return std::make_unique<StyleExportTarget>(run); },
+            "style adapters: PEFT folder, or the UNet with the adapters merged");
+
+}  // namespace
+}  // namespace ef::lora
