@@ -190,6 +190,16 @@ TEST_CASE("seam: input-dependent adapters inject into the UNet and the ViT, trai
       }
       // input-adaptive: no merge
       CHECK_THROWS_AS(adapters->merge(), std::logic_error);  // (dropout while training)
+      // inference: the branch still runs in place (no dropout; FouRA's gate stays adaptive)
+      adapters->eval();
+      for (const auto& path : adapters->paths()) {
+        CAPTURE(path);
+        torch::Tensor x = layer_input(adapters->adapter(path));
+        CHECK(torch::equal(layer_call(*module_at(net, path), x), adapters->forward_layer(path, x)));
+      }
+      torch::Tensor eval_y = run().detach();
+      CHECK(torch::equal(run().detach(), eval_y));  // deterministic
+      if (c["kind"] == "foura") CHECK_THROWS_AS(adapters->merge(), std::logic_error);
       CHECK_FALSE(adapters->merged());
 
       adapters->detach();
