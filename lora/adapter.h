@@ -44,11 +44,11 @@ class AdapterImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
 
   // True when, in the current mode, the branch is the fixed linear map x -> ΔW x: no dropout, no
-  // input-dependent gate. Only then can the adapter be merged into the base weight, or injected
-  // into a network through its weight (see lora/inject.h for why injection needs this).
+  // input-dependent gate. Only then can the adapter be merged into the base weight.
   virtual bool weight_equivalent() const = 0;
   // True when the branch is x -> ΔW x in training too (weight_equivalent() whatever the mode): the
-  // condition for injection through the weight (lora/inject.h).
+  // condition for injection into a plain torch::nn layer, which adapters reach only through its
+  // weight (lora/inject.h; the project's ef::nn layers take any adapter as a hook).
   virtual bool trains_as_weight() const = 0;
   // ΔW in the base weight's layout (LayerShape::weight_shape()), differentiable in the adapter's
   // parameters. Throws std::logic_error when !weight_equivalent().

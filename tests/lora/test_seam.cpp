@@ -5,11 +5,15 @@
 // on both paths (hook and weight).
 #include <catch2/catch.hpp>
 
+#include <functional>
+#include <map>
+
 #include "lora/foura.h"
 #include "lora/inject.h"
 #include "lora/lora.h"
 #include "models/adaptable.h"
 #include "models/diffusion/unet.h"
+#include "models/text/text_encoder.h"
 #include "models/vit.h"
 #include "tests/lora/adapter_configs.h"
 
@@ -186,6 +190,16 @@ TEST_CASE("seam: input-dependent adapters inject into the UNet and the ViT, trai
       }
       // input-adaptive: no merge
       CHECK_THROWS_AS(adapters->merge(), std::logic_error);  // (dropout while training)
+      // inference: the branch still runs in place (no dropout; FouRA's gate stays adaptive)
+      adapters->eval();
+      for (const auto& path : adapters->paths()) {
+        CAPTURE(path);
+        torch::Tensor x = layer_input(adapters->adapter(path));
+        CHECK(torch::equal(layer_call(*module_at(net, path), x), adapters->forward_layer(path, x)));
+      }
+      torch::Tensor eval_y = run().detach();
+      CHECK(torch::equal(run().detach(), eval_y));  // deterministic
+      if (c["kind"] == "foura") CHECK_THROWS_AS(adapters->merge(), std::logic_error);
       CHECK_FALSE(adapters->merged());
 
       adapters->detach();
@@ -343,4 +357,65 @@ TEST_CASE("seam: a non-finite strength is refused", "[lora][seam]") {
   auto a = ef::lora::inject(*unet, kUNetLinear, cfg({{"kind", "lora"}}));
   CHECK_THROWS_AS(a->set_strength(std::nan("")), ef::ConfigError);
   CHECK(a->strength() == 1.0);
+}
+
+TEST_CASE("seam: every Linear and Conv2d of the project's networks is called through its hooks", "[lora][seam]") {
+  // A call site that casts to the torch::nn impl (`as<torch::nn::Linear>()`) or builds a plain
+  // torch::nn layer would silently skip the adapters there: every layer must be an ef::nn layer
+  // whose hook runs in a forward pass.
+  auto check_all_called = [](torch::nn::Module& net, const std::function<void()>& run) {
+    std::map<std::string, int> calls;
+    std::vector<std::pair<ef::nn::Hookable*, uint64_t>> handles;
+    for (const auto& item : net.named_modules("", false)) {
+      const bool layer = dynamic_cast<torch::nn::LinearImpl*>(item.value().get()) || dynamic_cast<torch::nn::Conv2dImpl*>(item.value().get());
+      if (!layer) continue;
+      auto* h = ef::nn::hookable(*item.value());
+      CHECK(h != nullptr);  // a plain torch::nn layer in a project network
+      if (!h) continue;
+      calls[item.key()] = 0;
+      int* count = &calls[item.key()];
+      handles.emplace_back(h, h->add_hook([count](const torch::Tensor&, const torch::Tensor& y) {
+        ++*count;
+        return y;
+      }));
+    }
+    REQUIRE_FALSE(calls.empty());
+    run();
+    for (const auto& [path, n] : calls) {
+      CAPTURE(path);
+      CHECK(n > 0);
+    }
+    for (auto& [h, handle] : handles) h->remove_hook(handle);
+  };
+  torch::manual_seed(27);
+  for (bool linear_projection : {false, true}) {
+    ef::UNetOptions uo;
+    uo.block_out_channels = {8, 16};
+    uo.cross_attention = {true, true};
+    uo.cross_attention_dim = 12;
+    uo.norm_num_groups = 4;
+    uo.use_linear_projection = linear_projection;
+    ef::UNet2DCondition unet(uo);
+    UNetInput in;
+    check_all_called(*unet, [&] { unet->forward(in.x, in.t, in.ctx); });
+  }
+  for (const auto& kind : ef::attention_kinds().names()) {
+    CAPTURE(kind);
+    ef::ViTOptions vo;
+    vo.image_size = 8;
+    vo.patch = 4;
+    vo.dim = 16;
+    vo.depth = 2;
+    vo.heads = 2;
+    vo.num_classes = 3;
+    ef::ViT vit(vo, cfg({{"kind", kind}}));
+    check_all_called(*vit, [&] { vit->forward(torch::randn({2, 3, 8, 8})); });
+  }
+  ef::TextEncoderOptions to;
+  to.dim = 16;
+  to.heads = 2;
+  to.mlp_dim = 32;
+  to.max_length = 8;
+  ef::TextEncoder text(to);
+  check_all_called(*text, [&] { text->forward(torch::randint(0, to.vocab_size, {2, 8}, torch::kInt64)); });
 }
