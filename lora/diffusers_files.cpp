@@ -161,7 +161,7 @@ std::optional<ParsedKey> parse_key(const std::string& key) {
                                {".lora_linear_layer.up.weight", Part::B, true, true},
                                {"_lora.down.weight", Part::A, true, true},
                                {"_lora.up.weight", Part::B, true, true},
-                               {".alpha", Part::alpha, false, false}};
+                               {".alpha", Part::alpha, true, false}};  // network_alphas naming
   for (const Form& f : forms) {
     if (!ends_with(rest, f.suffix) || rest.size() == std::char_traits<char>::length(f.suffix)) continue;
     const std::string base = without_processor(rest.substr(0, rest.size() - std::char_traits<char>::length(f.suffix)));

@@ -73,10 +73,9 @@ LoraOptions peft_layer_options(const nlohmann::json& c, const std::string& path,
   const nlohmann::json rslora = c.value("use_rslora", nlohmann::json(false));
   if (!rslora.is_boolean()) throw InputError(source + ": use_rslora is " + describe_json(rslora) + ", expected a boolean");
   o.rslora = rslora.get<bool>();
-  if (const auto* r = pattern_value(c.value("rank_pattern", nlohmann::json()), path, source, "rank_pattern"))
-    o.rank = number_field<int64_t>(*r, source, "rank_pattern");
-  if (const auto* a = pattern_value(c.value("alpha_pattern", nlohmann::json()), path, source, "alpha_pattern"))
-    o.alpha = number_field<double>(*a, source, "alpha_pattern");
+  const nlohmann::json rank_pattern = c.value("rank_pattern", nlohmann::json()), alpha_pattern = c.value("alpha_pattern", nlohmann::json());
+  if (const auto* r = pattern_value(rank_pattern, path, source, "rank_pattern")) o.rank = number_field<int64_t>(*r, source, "rank_pattern");
+  if (const auto* a = pattern_value(alpha_pattern, path, source, "alpha_pattern")) o.alpha = number_field<double>(*a, source, "alpha_pattern");
   if (o.rank < 1) throw InputError(source + ": rank " + std::to_string(o.rank) + " for '" + path + "' (must be >= 1)");
   o.dropout = 0.0;  // a training option; injection needs none (lora/inject.h)
   return o;
