@@ -4,14 +4,15 @@ Usage: diffusers_lora.py CASE_DIR
   CASE_DIR/config.json              the UNet2DConditionModel config (ef::UNetOptions::diffusers_config)
   CASE_DIR/base.safetensors         the UNet's weights
   CASE_DIR/pytorch_lora_weights.safetensors   diffusers' layout, written by ef::lora::save_lora_file
-  CASE_DIR/kohya.safetensors        kohya's layout of the same adapters
+  CASE_DIR/kohya.safetensors        kohya's layout of the same adapters (optional)
   CASE_DIR/io.safetensors           sample, timesteps, context and EdgeForge's adapted output y
 
 For each file, builds the UNet in diffusers from the config and weights, loads the LoRA the way
 diffusers' pipelines do (load_lora_adapter with prefix "unet"; kohya's file first through
 StableDiffusionLoraLoaderMixin.lora_state_dict, which converts the keys and returns the alphas),
 checks that every LoRA tensor of the file became a parameter of the model (diffusers only warns about
-unmatched keys), and compares the outputs. Exit 0 and "diffusers output matches" twice on success.
+unmatched keys), and compares the outputs. Exit 0 and "<layout>: diffusers output matches" per file on
+success.
 """
 import json
 import os
@@ -67,6 +68,8 @@ def main(case_dir):
     compare("diffusers layout", unet, io)
 
     # kohya's layout: diffusers converts the names and reads the alphas
+    if not os.path.exists(os.path.join(case_dir, "kohya.safetensors")):
+        return
     unet = base_unet(case_dir)
     kohya = load_file(os.path.join(case_dir, "kohya.safetensors"))
     n_weights = sum(1 for k in kohya if k.endswith((".lora_down.weight", ".lora_up.weight")))
