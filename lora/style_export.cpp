@@ -2,6 +2,9 @@
 // not a network; deploy the merged UNet, or load the files into the base):
 //   --format peft     PEFT's folder (adapter_config.json + adapter_model.safetensors) of the UNet's
 //                     adapters (and text_encoder/ for the text encoder's), LoRA only;
+//   --format diffusers  diffusers' pytorch_lora_weights.safetensors ("unet." / "text_encoder."
+//                     prefixes), which diffusers' load_lora_weights reads; LoRA only;
+//   --format kohya    the same adapters in kohya's single-file layout (lora_unet_..., .alpha); LoRA only;
 //   --format merged   the base UNet (and text encoder) with ΔW folded into the weights, as diffusers'
 //                     diffusion_pytorch_model.safetensors + config.json: a plain UNet that runs at the
 //                     base's cost (LoRA; FouRA with gate none or frozen).
@@ -9,6 +12,7 @@
 #include "core/export_target.h"
 #include "core/run.h"
 #include "core/safetensors.h"
+#include "lora/diffusers_files.h"
 #include "lora/inject.h"
 #include "lora/peft.h"
 #include "models/diffusion/latent_diffusion.h"
@@ -22,7 +26,7 @@ class StyleExportTarget : public ExportTarget {
  public:
   explicit StyleExportTarget(OpenedRun& run) : run_(run) {}
   std::vector<std::string> models() const override { return {}; }
-  std::vector<std::string> file_formats() const override { return {"peft", "merged"}; }
+  std::vector<std::string> file_formats() const override { return {"peft", "diffusers", "kohya", "merged"}; }
 
   nlohmann::json write_files(const std::string& format, const fs::path& dir) override {
     auto* unet_adapter = recipe_module<AdaptersImpl>(run_, "unet_adapter", "UNet adapter");
@@ -34,6 +38,14 @@ class StyleExportTarget : public ExportTarget {
       if (text_adapter) save_peft(*text_adapter, dir / "text_encoder");
       report["files"] = {kPeftConfigFile, kPeftWeightsFile};
       report["layers"] = unet_adapter->layers().size() + (text_adapter ? text_adapter->layers().size() : 0);
+    } else if (format == "diffusers" || format == "kohya") {
+      // the recipe owns the adapters; the holders only borrow them for the write
+      auto borrow = [](AdaptersImpl* a) { return Adapters(std::shared_ptr<AdaptersImpl>(a, [](AdaptersImpl*) {})); };
+      NetworkAdapters networks = {{"unet", borrow(unet_adapter)}};
+      if (text_adapter) networks.emplace("text_encoder", borrow(text_adapter));
+      const std::string name = format == "diffusers" ? kDiffusersLoraFile : "lora_kohya.safetensors";
+      save_lora_file(dir / name, networks, format == "diffusers" ? LoraFileLayout::diffusers : LoraFileLayout::kohya);
+      report["files"] = {name};
     } else if (format == "merged") {
       auto* has = dynamic_cast<HasLatentDiffusion*>(run_.recipe.get());
       if (!has) throw std::logic_error("style export: the recipe holds no latent diffusion model");
