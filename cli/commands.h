@@ -17,6 +17,7 @@ void add_data(CLI::App& app, Action& action);
 void add_render(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
 void add_sample_and_edit(CLI::App& app, Action& action);
+void add_adapters(CLI::App& app, Action& action);
 
 // Exit codes
 constexpr int kOk = 0, kFailed = 1, kBadInput = 2, kInterrupted = 130;

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   ef::cli::add_render(app, action);
   ef::cli::add_export(app, action);
   ef::cli::add_sample_and_edit(app, action);
+  ef::cli::add_adapters(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

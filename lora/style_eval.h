@@ -11,7 +11,7 @@
 //   div       diversity: mean pairwise L2 distance between the features of one prompt's samples;
 //   div_ssim  diversity: mean pairwise 1 - SSIM between one prompt's samples;
 //   copy      data copying: fraction of samples whose nearest training image (in feature space) is
-//             closer than the copy threshold: eval.copy_factor x the median distance from a
+//             closer than the copy threshold: eval.copy_factor (1) x the median distance from a
 //             training image to its nearest other training image;
 //   fd        Fréchet distance between the samples' features and the held-out styled images' of the
 //             same classes.
@@ -47,7 +47,7 @@ struct StyleEvalOptions {
   SamplerOptions sampler;               // eval.sampler (ddim, 10 steps)
   double guidance = 3.0;
   std::filesystem::path attribute_classifier;  // a classify run; empty: no acc
-  double copy_factor = 0.5;
+  double copy_factor = 1.0;
   std::vector<int64_t> timesteps{100, 500, 900};  // r_eff is reported at these
   static StyleEvalOptions from(const Config& eval);
 };

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/image_io.h"
+#include "core/atomic_file.h"
 #include "core/frozen.h"
 #include "core/run.h"
 #include "core/safetensors.h"
@@ -63,6 +64,24 @@ TEST_CASE("sample --adapter: strength 0 is the base, 1 is the style run, two hal
     r = runs.cli("sample runs/diffusion-tiny --prompt x --out bad --adapter runs/nothing-here");
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.output, Contains("nothing-here"));
+  }
+
+  SECTION("adapters: the ΔW analyses per layer, and φ = 1 against the same run") {
+    auto r = runs.cli("adapters runs/style-tiny --against runs/style-tiny --json report.json");
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.output, Contains("attn1.to_q"));
+    const auto rows = nlohmann::json::parse(ef::read_file(runs.dir.path / "report.json"))["layers"];
+    REQUIRE(rows.size() >= 3);
+    for (const auto& row : rows) {
+      INFO(row.dump());
+      CHECK(row["rank"] == 2);
+      CHECK(row["similarity"].get<double>() == Approx(1.0).margin(1e-6));
+      CHECK(row["effective_rank"].get<double>() <= 2.0 + 1e-9);
+    }
+    r = runs.cli("adapters runs/diffusion-tiny");
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Contains("no frozen base UNet"));
   }
 
   SECTION("export --format merged writes the base UNet with ΔW folded into exactly the adapted layers") {
