@@ -96,7 +96,8 @@ void StyleEvaluator::prepare() {
   probe_ = StyleProbe::fit(torch::cat({probe_features(train_images), probe_features(signed_images(val_.images()))}),
                            torch::cat({probe_features(signed_images(train_.plain())), probe_features(signed_images(val_.plain()))}));
   probe_accuracy_ = probe_->accuracy(probe_features(signed_images(unseen_.images())), probe_features(signed_images(unseen_.plain())));
-  copy_threshold_ = copy_threshold(train_features_, opt_.copy_factor);
+  train_spacing_ = copy_threshold(train_features_, 1.0);
+  copy_threshold_ = opt_.copy_factor * train_spacing_;
   prepared_ = true;
 }
 
@@ -132,6 +133,7 @@ Scalars StyleEvaluator::score(const PromptSet& set, const torch::Tensor& images,
   out["div" + suffix] = div / static_cast<double>(P);
   out["div_ssim" + suffix] = div_ssim / static_cast<double>(P);
   out["copy" + suffix] = copy_fraction(f, train_features_, copy_threshold_);
+  out["nn_train" + suffix] = nearest_distances(f, train_features_).mean().item<double>() / train_spacing_;
   out["fd" + suffix] = frechet_distance(f, reference);
   if (classifier_) {
     torch::Tensor labels = torch::tensor(set.labels).repeat_interleave(K);

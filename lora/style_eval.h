@@ -13,6 +13,9 @@
 //   copy      data copying: fraction of samples whose nearest training image (in feature space) is
 //             closer than the copy threshold: eval.copy_factor (1) x the median distance from a
 //             training image to its nearest other training image;
+//   nn_train  copying as a continuous measure: the samples' mean distance to their nearest training
+//             image, in units of that median training-set spacing (1: as close as the training
+//             images are to one another; 0: copies);
 //   fd        Fréchet distance between the samples' features and the held-out styled images' of the
 //             same classes.
 // Features: the frozen autoencoder's latent of an image, average-pooled to 4x4 and flattened
@@ -84,7 +87,7 @@ class StyleEvaluator {
   std::optional<AttributeClassifier> classifier_;
   bool prepared_ = false;
   std::optional<StyleProbe> probe_;
-  double probe_accuracy_ = 0, copy_threshold_ = 0;
+  double probe_accuracy_ = 0, copy_threshold_ = 0, train_spacing_ = 1;
   torch::Tensor train_features_, val_features_, unseen_features_;
 };
 
