@@ -288,6 +288,12 @@ Adapters inject(torch::nn::Module& root, const std::vector<std::string>& pattern
       throw ConfigError("adapter target '" + path + "': " + e.what());
     }
     auto a = make_adapter(shape, adapter);
+    // A rank above min(fan_in, out) adds parameters but no directions: ΔW cannot have more.
+    const int64_t fan_in = shape.in * (shape.conv() ? shape.kernel[0] * shape.kernel[1] : 1);
+    const int64_t max_rank = std::min(fan_in, shape.out);
+    if (const auto o = a->options_json(); o.contains("rank") && o["rank"].get<int64_t>() > max_rank)
+      adapter.invalid("rank", std::to_string(o["rank"].get<int64_t>()) + " is larger than the layer '" + path + "' (" + shape.describe() +
+                                  ") allows: at most " + std::to_string(max_rank) + " = min(fan-in, out)");
     const bool hooked = ef::nn::hookable(*module) != nullptr;
     if (!hooked) {
       // Weight path. The member the forward reads differs from the registered parameter only while

@@ -442,3 +442,15 @@ TEST_CASE("lora: PEFT loads our adapter folder onto the same torch.nn model and 
     adapters->detach();
   }
 }
+
+TEST_CASE("a rank larger than the layer allows is refused, naming the layer and the limit", "[lora]") {
+  for (const auto& kind : ef::lora::adapter_kinds().names()) {
+    INFO("kind " << kind);
+    torch::nn::Sequential net(torch::nn::Linear(8, 4));
+    CHECK_THROWS_WITH(ef::lora::inject(*net, {"0"}, Config::from_json({{"kind", kind}, {"rank", 5}})),
+                      Contains("rank") && Contains("'0'") && Contains("at most 4"));
+    nlohmann::json ok = {{"kind", kind}, {"rank", 4}};
+    if (kind == "foura") ok["gate"] = "none";  // a plain torch::nn layer takes fixed linear maps only
+    CHECK_NOTHROW(ef::lora::inject(*net, {"0"}, Config::from_json(ok))->detach());
+  }
+}
