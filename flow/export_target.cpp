@@ -1,12 +1,13 @@
 // Export target of the `flow` recipe: RAFT-S or the MobileFlow stand-in ("model"), an image pair
 // in, the final full-resolution flow out, unrolled over the run's evaluation iterations
 // (eval.iters). Calibrated on the training split, measured by the pooled EPE on the validation
-// split (the recipe's eval/epe).
+// split (the recipe's eval/epe). An adapter run exports the network with its adapters merged.
 #include "core/export_target.h"
 #include "core/data_gen.h"
 #include "flow/flow_data.h"
 #include "flow/metrics.h"
 #include "flow/models.h"
+#include "lora/finetune.h"
 
 namespace ef {
 namespace {
@@ -14,6 +15,7 @@ namespace {
 class FlowTarget : public ExportTarget {
  public:
   explicit FlowTarget(OpenedRun& run) : net_(recipe_module<flow::FlowNetImpl>(run, "model", "flow network")) {
+    lora::merge_adapters_for_export(run);
     Config data = run.config.section("data");
     path_ = prepare_dataset(data, data.get<std::string>("kind", "flow-chairs"));
     iters_ = run.config.section("eval").get<int64_t>("iters", net_->options().iters);

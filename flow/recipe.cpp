@@ -5,6 +5,9 @@
 // another generated domain (eval/cross_*). With eval.data set (`edgeforge eval RUN --data DIR`) it
 // evaluates a Sintel or KITTI 2015 folder instead (eval/clean_*, eval/final_*, eval/kitti_*).
 // Samples: rows of [image 1 | ground truth | prediction | error] as flow colour images.
+// With an `adapter` block (lora/finetune.h) the network is frozen from adapter.base, a flow run of
+// the same architecture, and only adapters train (default targets: the update block's convolutions,
+// i.e. motion encoder, ConvGRU and flow head; the feature and context encoders stay as they are).
 #include <spdlog/spdlog.h>
 
 #include "core/data_gen.h"
@@ -14,6 +17,7 @@
 #include "flow/losses.h"
 #include "flow/metrics.h"
 #include "flow/models.h"
+#include "lora/finetune.h"
 
 namespace ef::flow {
 
@@ -60,6 +64,9 @@ class FlowRecipe : public Recipe {
                         std::to_string(1 << (model_.levels - 1)) + " pixels; the images of " + path.string() + " give " + std::to_string(coarse));
     net_ = FlowNet(model_, SciOptions::from(cfg.section("flow")));
     net_->to(ctx.device);
+    trained_ = std::make_unique<lora::TrainedNetwork>(
+        cfg, *net_,
+        lora::TrainedNetworkSpec{"flow", "model", {"convc1", "convf1", "convf2", "conv", "convz", "convr", "convq", "head1", "head2"}, {"model", "flow"}});
     loss_ = LossOptions::from(cfg.section("loss"));
 
     Config ev = cfg.section("eval");
@@ -81,20 +88,21 @@ class FlowRecipe : public Recipe {
     if (sintel_pass_ != "both" && sintel_pass_ != "clean" && sintel_pass_ != "final")
       ev.invalid("sintel_pass", "expected \"both\", \"clean\" or \"final\", got \"" + sintel_pass_ + "\"");
 
-    optim_ = make_optimizer(cfg.section("optim"), decay_groups(*net_), ctx.total_steps);
-    for (const auto& p : net_->parameters()) params_.push_back(p);
+    optim_ = make_optimizer(cfg.section("optim"), trained_->param_groups(), ctx.total_steps);
+    params_ = trained_->parameters();
     n_params_ = static_cast<double>(count_parameters(*net_));
     spdlog::info("flow: {} {}{}, {:.3f} M parameters, loss {}, {} train / {} val pairs of {}x{}{}", model_.kind, net_->sci().enabled ? "+SCI" : "",
                  loss_.kind == "rfl" ? " +RFL" : "", n_params_ / 1e6, loss_.kind, train->size(), val_->size(), train->height(),
                  train->width(), cross_ ? ", cross-domain val " + std::to_string(cross_->size()) : std::string());
   }
 
-  std::map<std::string, torch::nn::Module*> modules() override { return {{"model", net_.get()}}; }
+  std::map<std::string, torch::nn::Module*> modules() override { return trained_->modules(); }
+  std::map<std::string, FrozenNetwork> frozen() override { return trained_->frozen(); }
   std::map<std::string, ScheduledOptimizer*> optimizers() override { return {{"optim", optim_.get()}}; }
-  std::vector<std::string> ema_modules() const override { return {"model"}; }
+  std::vector<std::string> ema_modules() const override { return trained_->ema_modules(); }
 
   Scalars train_step(int64_t) override {
-    net_->train();
+    trained_->train(true);
     double epe = 0;
     StepStats s = optimize_step(*optim_, params_, ctx_.grad_accum, ctx_.grad_clip, [&](int64_t) {
       Batch b = to_device(train_loader_->next(), ctx_.device);
@@ -109,7 +117,7 @@ class FlowRecipe : public Recipe {
 
   Scalars evaluate() override {
     torch::NoGradGuard no_grad;
-    net_->eval();
+    trained_->train(false);
     if (!folder_.empty()) return evaluate_folder();
     Scalars out = evaluate_generated(*val_, "", true);
     if (cross_) {
@@ -122,7 +130,7 @@ class FlowRecipe : public Recipe {
 
   void write_samples(const fs::path& dir, int64_t step, MetricLogger& log) override {
     torch::NoGradGuard no_grad;
-    net_->eval();
+    trained_->train(false);
     const int64_t k = std::min(n_samples_, val_->size());
     if (k == 0) return;
     std::vector<Sample> samples;
@@ -214,6 +222,7 @@ class FlowRecipe : public Recipe {
   std::unique_ptr<Loader> train_loader_;
   FlowModelOptions model_;
   FlowNet net_{nullptr};
+  std::unique_ptr<lora::TrainedNetwork> trained_;  // the network, or adapters on it
   LossOptions loss_;
   std::unique_ptr<ScheduledOptimizer> optim_;
   std::vector<torch::Tensor> params_;

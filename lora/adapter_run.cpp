@@ -36,6 +36,9 @@ std::vector<Adapters> attach_adapter_run(LatentDiffusion& model, const AdapterRu
   const nlohmann::json& root = cfg.root();
   if (!root.contains("adapter") || !root["adapter"].is_object())
     throw InputError("--adapter " + dir.string() + ": the run has no adapter block (it is a \"" + root.value("recipe", "?") + "\" run)");
+  if (root.value("recipe", "") != "style")  // adapters of another recipe's network (lora/finetune.h)
+    throw InputError("--adapter " + dir.string() + ": its adapters belong to a \"" + root.value("recipe", "?") +
+                     "\" network; sampling attaches those of a \"style\" run");
   const fs::path trained_on = root.value("frozen", nlohmann::json::object()).value("unet", nlohmann::json::object()).value("run", "");
   std::error_code ec;
   if (!trained_on.empty() && !fs::equivalent(trained_on, base_run, ec))

@@ -4,8 +4,11 @@
 // Metrics: eval/acc, eval/loss; samples: a prediction grid PNG. The run folder gets classes.json
 // ({"kind", "attribute", "classes"}): what a label means, for tools that read the run
 // (tasks/attribute_classifier.h).
+// With an `adapter` block (lora/finetune.h) the ViT is frozen from adapter.base, a classify run of
+// the same architecture, and only adapters train (default targets: every attention and MLP linear).
 // Export target "classify": the ViT ("model"), images in, logits out; calibrated on the run's own
 // training split and measured by top-1 accuracy on its validation split, whichever data.kind it has.
+// An adapter run exports the ViT with its adapters merged into the weights.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,6 +18,7 @@
 #include "core/data_gen.h"
 #include "core/export_target.h"
 #include "core/recipe.h"
+#include "lora/finetune.h"
 #include "models/vit.h"
 #include "tasks/caption_data.h"
 #include "tasks/shapes_dataset.h"
@@ -103,6 +107,9 @@ class ClassifyRecipe : public Recipe {
                         " are " + std::to_string(data_.image_size) + " pixels");
     model_ = ViT(vo, m.section("attention"));
     model_->to(ctx.device);
+    trained_ = std::make_unique<lora::TrainedNetwork>(
+        cfg, *model_,
+        lora::TrainedNetworkSpec{"classify", "model", {"blocks.*.attn.qkv", "blocks.*.attn.proj", "blocks.*.mlp.fc1", "blocks.*.mlp.fc2"}, {"model"}});
 
     Config loss = cfg.section("loss");
     label_smoothing_ = loss.get<double>("label_smoothing", 0.0);
@@ -116,8 +123,8 @@ class ClassifyRecipe : public Recipe {
     if (eval_batch_size_ < 1) ev.invalid("batch_size", "must be at least 1");
     if (n_samples_ < 0) ev.invalid("samples", "must be >= 0");
 
-    optim_ = make_optimizer(cfg.section("optim"), decay_groups(*model_), ctx.total_steps);
-    for (const auto& p : model_->parameters()) params_.push_back(p);
+    optim_ = make_optimizer(cfg.section("optim"), trained_->param_groups(), ctx.total_steps);
+    params_ = trained_->parameters();
     spdlog::info("classify: ViT {:.2f} M parameters, {:.1f} MFLOPs per image, {} train / {} val images{}",
                  parameter_count() / 1e6, model_->flops() / 1e6, data_.train->size(), val_->size(),
                  data_.attribute.empty() ? "" : ", attribute " + data_.attribute);
@@ -129,14 +136,15 @@ class ClassifyRecipe : public Recipe {
     }
   }
 
-  std::map<std::string, torch::nn::Module*> modules() override { return {{"model", model_.get()}}; }
+  std::map<std::string, torch::nn::Module*> modules() override { return trained_->modules(); }
+  std::map<std::string, FrozenNetwork> frozen() override { return trained_->frozen(); }
   std::map<std::string, ScheduledOptimizer*> optimizers() override { return {{"optim", optim_.get()}}; }
-  std::vector<std::string> ema_modules() const override { return {"model"}; }
+  std::vector<std::string> ema_modules() const override { return trained_->ema_modules(); }
   const ClassifyData& data() const { return data_; }
   ViTImpl& model() { return *model_; }
 
   Scalars train_step(int64_t) override {
-    model_->train();
+    trained_->train(true);
     double acc = 0;
     Scalars aux_values;
     StepStats s = optimize_step(*optim_, params_, ctx_.grad_accum, ctx_.grad_clip, [&](int64_t) {
@@ -158,7 +166,7 @@ class ClassifyRecipe : public Recipe {
 
   Scalars evaluate() override {
     torch::NoGradGuard no_grad;
-    model_->eval();
+    trained_->train(false);
     const int64_t n = val_->size();
     int64_t limit = eval_batches_ > 0 ? std::min(n, eval_batches_ * eval_batch_size_) : n;
     double correct = 0, loss = 0;
@@ -180,7 +188,7 @@ class ClassifyRecipe : public Recipe {
   // class names go beside it in JSON.
   void write_samples(const fs::path& dir, int64_t step, MetricLogger& log) override {
     torch::NoGradGuard no_grad;
-    model_->eval();
+    trained_->train(false);
     const int64_t k = std::min(n_samples_, val_->size());
     if (k == 0) return;
     std::vector<Sample> samples;
@@ -223,6 +231,7 @@ class ClassifyRecipe : public Recipe {
   std::shared_ptr<const Dataset> val_;
   std::unique_ptr<Loader> train_loader_;
   ViT model_{nullptr};
+  std::unique_ptr<lora::TrainedNetwork> trained_;  // the ViT, or adapters on it
   std::unique_ptr<ScheduledOptimizer> optim_;
   std::vector<torch::Tensor> params_;
   double label_smoothing_ = 0, aux_weight_ = 1;
@@ -235,7 +244,7 @@ EF_REGISTER(recipes(), "classify",
 
 class ClassifyTarget : public ExportTarget {
  public:
-  explicit ClassifyTarget(OpenedRun& run) : recipe_(dynamic_cast<ClassifyRecipe&>(*run.recipe)) {}
+  explicit ClassifyTarget(OpenedRun& run) : recipe_(dynamic_cast<ClassifyRecipe&>(*run.recipe)) { lora::merge_adapters_for_export(run); }
   std::vector<std::string> models() const override { return {"model"}; }
   CaptureSpec spec(const std::string& model, int64_t batch) override {
     if (model != "model") no_model(model);
