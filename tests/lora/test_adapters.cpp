@@ -314,14 +314,14 @@ TEST_CASE("lora: injection into the project's ViT and UNet by pattern", "[lora]"
 
 TEST_CASE("lora: a target pattern that matches nothing names the closest layer paths", "[lora]") {
   TinyNet net;
-  auto lora = cfg({{"kind", "lora"}});
+  auto lora = cfg({{"kind", "lora"}, {"rank", 4}});
   CHECK_THROWS_AS(ef::lora::inject(*net, {"block.fc3"}, lora), ef::ConfigError);
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"block.fc3"}, lora), Contains("block.fc3") && Contains("block.fc1"));
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv", "*.attn.qkv"}, lora), Contains("*.attn.qkv") && Contains("closest layer paths"));
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"block"}, lora), Contains("neither"));
   // input-dependent adapters cannot enter through the weight: refused with the reason
-  CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "foura"}})), Contains("input"));
-  CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lora"}, {"dropout", 0.1}})), Contains("dropout"));
+  CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "foura"}, {"rank", 4}})), Contains("input"));
+  CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lora"}, {"rank", 4}, {"dropout", 0.1}})), Contains("dropout"));
   CHECK_THROWS_WITH(ef::lora::inject(*net, {"conv"}, cfg({{"kind", "lorra"}})), Contains("did you mean 'lora'"));
   for (auto& p : net->parameters()) CHECK(p.requires_grad());  // a failed injection changes nothing
   // a second set on a layer composes with the first (W0 + ΔW1 + ΔW2, tests/lora/test_seam.cpp)
@@ -402,7 +402,7 @@ TEST_CASE("lora: PEFT folders round-trip, and a wrong shape names the key and bo
                     Contains("base_model.model.conv.lora_A.weight") && Contains("[3, 3, 3, 3]") && Contains("[2, 3, 3, 3]"));
   auto fewer = ef::lora::inject(*TinyNet(), {"conv"}, cfg({{"kind", "lora"}, {"rank", 3}}));
   CHECK_THROWS_WITH(ef::lora::load_peft(*fewer, dir.path / "a"), Contains("unexpected key 'base_model.model.block.fc1.lora_A.weight'"));
-  auto foura = ef::lora::inject(*TinyNet(), {"conv"}, cfg({{"kind", "foura"}, {"gate", "none"}}));
+  auto foura = ef::lora::inject(*TinyNet(), {"conv"}, cfg({{"kind", "foura"}, {"rank", 4}, {"gate", "none"}}));
   CHECK_THROWS_WITH(ef::lora::save_peft(*foura, dir.path / "b"), Contains("only lora adapters"));
 }
 
