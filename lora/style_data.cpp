@@ -203,13 +203,8 @@ void generate_styles(const StyleDataParams& p, const fs::path& path) {
       std::copy(t.begin(), t.end(), s.text.data_ptr<uint8_t>() + i * T);
     }
   }
-  nlohmann::json vocab = nlohmann::json::array();
-  for (const auto& a : attrs) vocab.push_back({{"name", a.name}, {"values", a.values}});
   write_h5_atomically(path, [&](H5File& f) {
-    f.set_attr("schema_version", kSceneSchemaVersion);
-    f.set_attr("generator", std::string("styles"));
-    f.set_attr("params", p.to_json().dump());
-    f.set_attr("attributes", vocab.dump());
+    write_scene_root(f, "styles", p.to_json(), attrs);
     for (const auto& s : splits) {
       f.write(s.name + "/images", s.images);
       f.write(s.name + "/plain", s.plain);

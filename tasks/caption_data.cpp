@@ -159,18 +159,7 @@ std::vector<int64_t> draw_labels(const std::vector<SceneAttribute>& attrs, std::
   return labels;
 }
 
-nlohmann::json vocab_json(const std::vector<SceneAttribute>& attrs) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& a : attrs) j.push_back({{"name", a.name}, {"values", a.values}});
-  return j;
-}
-
-void write_root(H5File& f, const SceneDataParams& p, const std::string& gen) {
-  f.set_attr("schema_version", kSceneSchema);
-  f.set_attr("generator", gen);
-  f.set_attr("params", p.to_json().dump());
-  f.set_attr("attributes", vocab_json(scene_attributes(p.vocab)).dump());
-}
+void write_root(H5File& f, const SceneDataParams& p, const std::string& gen) { write_scene_root(f, gen, p.to_json(), scene_attributes(p.vocab)); }
 
 }  // namespace
 
@@ -447,6 +436,15 @@ int64_t SceneTextDataset::attribute_index(const std::string& name) const {
 
 const std::vector<std::string>& SceneTextDataset::attribute_values(const std::string& name) const {
   return attributes_[static_cast<size_t>(attribute_index(name))].values;
+}
+
+void write_scene_root(H5File& f, const std::string& generator, const nlohmann::json& params, const std::vector<SceneAttribute>& attributes) {
+  nlohmann::json vocab = nlohmann::json::array();
+  for (const auto& a : attributes) vocab.push_back({{"name", a.name}, {"values", a.values}});
+  f.set_attr("schema_version", kSceneSchema);
+  f.set_attr("generator", generator);
+  f.set_attr("params", params.dump());
+  f.set_attr("attributes", vocab.dump());
 }
 
 torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_t n) {

@@ -76,6 +76,9 @@ std::string scene_caption(const std::vector<SceneAttribute>& attributes, const s
 torch::Tensor render_scene(const std::vector<SceneAttribute>& attributes, const std::vector<int64_t>& labels,
                            uint64_t scene_seed, int64_t size);
 
+// The root attributes every scene file carries: schema_version, generator, params (JSON) and
+// attributes (the vocabulary as JSON, so that readers can name classes).
+void write_scene_root(H5File& f, const std::string& generator, const nlohmann::json& params, const std::vector<SceneAttribute>& attributes);
 // uint8 [n, H, H, 3] dataset `name` of a scene file, checked (the error names the file and dataset).
 torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_t n);
 // uint8 [H, W, 3] -> float [3, H, W] in [-1, 1], as every scene dataset hands images out.
