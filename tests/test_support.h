@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
 
 namespace ef::test {
@@ -20,6 +21,23 @@ struct ScratchDir {
     std::filesystem::remove_all(path, ec);
   }
 };
+
+// Runs the scope inside a fresh scratch folder (the working directory relative paths in tiny
+// configs, like runs/<name>, resolve against), and returns to the previous one at its end.
+struct InScratch {
+  ScratchDir dir;
+  std::filesystem::path before = std::filesystem::current_path();
+  explicit InScratch(const std::string& name) : dir(name) { std::filesystem::current_path(dir.path); }
+  ~InScratch() { std::filesystem::current_path(before); }
+};
+
+// The .safetensors file names of a checkpoint folder.
+inline std::set<std::string> weight_files(const std::filesystem::path& ckpt) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(ckpt))
+    if (e.path().extension() == ".safetensors") out.insert(e.path().filename().string());
+  return out;
+}
 
 // EDGEFORGE_CLI / EDGEFORGE_PYTHON from the environment, else the paths the build compiled in.
 inline std::string env_or_fail(const char* name) {

@@ -60,13 +60,6 @@ std::vector<double> logged(const fs::path& run, const std::string& key) {
   return out;
 }
 
-std::set<std::string> weight_files(const fs::path& ckpt) {
-  std::set<std::string> out;
-  for (const auto& e : fs::directory_iterator(ckpt))
-    if (e.path().extension() == ".safetensors") out.insert(e.path().filename().string());
-  return out;
-}
-
 // Trains each recipe's tiny config once (and what it names first); returns the finished run folders.
 class TinyRuns {
  public:
@@ -104,12 +97,7 @@ class TinyRuns {
   std::map<std::string, fs::path> runs_;
 };
 
-struct InScratch {
-  ef::test::ScratchDir dir{"every-recipe"};
-  fs::path before = fs::current_path();
-  InScratch() { fs::current_path(dir.path); }
-  ~InScratch() { fs::current_path(before); }
-};
+using ef::test::weight_files;
 
 }  // namespace
 
@@ -122,7 +110,7 @@ std::vector<std::string> registered_recipes() {
 
 TEST_CASE("every registered recipe trains, resumes bit for bit, evaluates and exports", "[recipes]") {
   // one run of this test case per recipe; the scratch folder and the tiny runs are shared by them
-  static InScratch scratch;
+  static ef::test::InScratch scratch("every-recipe");
   static TinyRuns runs;
   const std::string recipe = GENERATE(from_range(registered_recipes()));
   {
@@ -232,7 +220,7 @@ TEST_CASE("a shared trainer option a recipe cannot honour is refused, naming the
 }
 
 TEST_CASE("a classify run on the captions data exports with its own data", "[recipes][export]") {
-  InScratch scratch;
+  ef::test::InScratch scratch("every-recipe");
   const fs::path classify = tiny_config_of("classify");
   ef::LaunchOptions o;
   o.run_dir = "runs/colour";
@@ -252,7 +240,7 @@ TEST_CASE("a classify run on the captions data exports with its own data", "[rec
 }
 
 TEST_CASE("a frozen network's recorded weights are checked: a changed or pruned file is refused by name", "[recipes][frozen]") {
-  InScratch scratch;
+  ef::test::InScratch scratch("every-recipe");
   for (const char* recipe : {"autoencoder", "diffusion"}) {
     ef::LaunchOptions o;
     o.quiet = true;

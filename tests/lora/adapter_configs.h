@@ -8,8 +8,24 @@
 
 #include "core/config.h"
 #include "lora/adapter.h"
+#include "models/vit.h"
 
 namespace ef::lora::test {
+
+// A two-block ViT on 8x8 images, 3 classes, in eval mode: the small project network the adapter
+// tests inject into, with the attention kind `attention`.
+inline ef::ViT small_vit(const std::string& attention = "softmax") {
+  ef::ViTOptions vo;
+  vo.image_size = 8;
+  vo.patch = 4;
+  vo.dim = 16;
+  vo.depth = 2;
+  vo.heads = 2;
+  vo.num_classes = 3;
+  ef::ViT vit(vo, ef::Config::from_json({{"kind", attention}}));
+  vit->eval();
+  return vit;
+}
 
 // Options in which each kind is a fixed linear map of its input (mergeable, injectable). A kind
 // registered without an entry here fails the tests that loop over the registry.

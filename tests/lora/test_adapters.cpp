@@ -255,15 +255,7 @@ TEST_CASE("foura: a learned gate freezes into a mask that merges, and token-axis
 
 TEST_CASE("lora: injection into the project's ViT and UNet by pattern", "[lora]") {
   torch::manual_seed(9);
-  ef::ViTOptions vo;
-  vo.image_size = 8;
-  vo.patch = 4;
-  vo.dim = 16;
-  vo.depth = 2;
-  vo.heads = 2;
-  vo.num_classes = 3;
-  ef::ViT vit(vo, cfg({{"kind", "softmax"}}));
-  vit->eval();
+  ef::ViT vit = ef::lora::test::small_vit();
   torch::Tensor images = torch::randn({2, 3, 8, 8});
   torch::Tensor before = vit->forward(images);
   auto adapters = ef::lora::inject(*vit, {"blocks.*.mlp.fc1", "blocks.*.attn.qkv", "patch_embed.proj"}, cfg({{"kind", "lora"}, {"rank", 2}}));

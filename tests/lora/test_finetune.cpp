@@ -23,25 +23,14 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-struct InScratch {
-  ef::test::ScratchDir dir;
-  fs::path before = fs::current_path();
-  explicit InScratch(const std::string& name) : dir(name) { fs::current_path(dir.path); }
-  ~InScratch() { fs::current_path(before); }
-};
+using ef::test::InScratch;
+using ef::test::weight_files;
 
 std::string crc_hex(const fs::path& file) {
   const std::string bytes = ef::read_file(file);
   char hex[16];
   std::snprintf(hex, sizeof hex, "%08x", ef::crc32c(bytes.data(), bytes.size()));
   return hex;
-}
-
-std::set<std::string> weight_files(const fs::path& ckpt) {
-  std::set<std::string> out;
-  for (const auto& e : fs::directory_iterator(ckpt))
-    if (e.path().extension() == ".safetensors") out.insert(e.path().filename().string());
-  return out;
 }
 
 ef::LaunchResult train(const fs::path& config, const fs::path& run_dir, std::vector<std::string> overrides = {}) {

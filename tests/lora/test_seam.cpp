@@ -21,6 +21,7 @@ using Catch::Matchers::Contains;
 using ef::lora::test::all_configs;
 using ef::lora::test::cfg;
 using ef::lora::test::perturb;
+using ef::lora::test::small_vit;
 using ef::lora::test::weight_configs;
 
 namespace {
@@ -40,19 +41,6 @@ ef::UNet2DCondition small_unet() {
 struct UNetInput {
   torch::Tensor x = torch::randn({2, 4, 8, 8}), t = torch::tensor({10, 500}), ctx = torch::randn({2, 3, 12});
 };
-
-ef::ViT small_vit() {
-  ef::ViTOptions vo;
-  vo.image_size = 8;
-  vo.patch = 4;
-  vo.dim = 16;
-  vo.depth = 2;
-  vo.heads = 2;
-  vo.num_classes = 3;
-  ef::ViT vit(vo, cfg({{"kind", "softmax"}}));
-  vit->eval();
-  return vit;
-}
 
 const std::vector<std::string> kUNetLinear{"*.attn1.to_q", "*.attn2.to_out.0"};
 const std::vector<std::string> kUNetTargets{"*.attn1.to_q", "*.attn2.to_out.0", "down_blocks.*.resnets.*.conv1"};
@@ -401,14 +389,7 @@ TEST_CASE("seam: every Linear and Conv2d of the project's networks is called thr
   }
   for (const auto& kind : ef::attention_kinds().names()) {
     CAPTURE(kind);
-    ef::ViTOptions vo;
-    vo.image_size = 8;
-    vo.patch = 4;
-    vo.dim = 16;
-    vo.depth = 2;
-    vo.heads = 2;
-    vo.num_classes = 3;
-    ef::ViT vit(vo, cfg({{"kind", kind}}));
+    ef::ViT vit = small_vit(kind);
     check_all_called(*vit, [&] { vit->forward(torch::randn({2, 3, 8, 8})); });
   }
   ef::TextEncoderOptions to;
