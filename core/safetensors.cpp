@@ -107,8 +107,11 @@ TensorMap module_state(const torch::nn::Module& module) {
 void load_module_state(torch::nn::Module& module, const TensorMap& state, const std::string& source) {
   torch::NoGradGuard no_grad;
   if (auto* adapting = dynamic_cast<ShapeAdaptingModule*>(&module)) adapting->adopt_shapes(state);
+  const auto* partial = dynamic_cast<const PartialStateModule*>(&module);
+  auto left_out = [&](const std::string& name) { return partial && partial->leaves_out(name); };
   TensorMap mine = module_state(module);
   for (const auto& [name, t] : mine) {
+    if (left_out(name)) continue;
     auto it = state.find(name);
     if (it == state.end()) throw InputError(source + ": missing tensor '" + name + "'");
     if (it->second.sizes() != t.sizes())
@@ -117,7 +120,7 @@ void load_module_state(torch::nn::Module& module, const TensorMap& state, const 
     t.copy_(it->second);
   }
   for (const auto& [name, t] : state)
-    if (!mine.count(name)) throw InputError(source + ": unexpected tensor '" + name + "' (not in the model)");
+    if (!mine.count(name) && !left_out(name)) throw InputError(source + ": unexpected tensor '" + name + "' (not in the model)");
 }
 
 }  // namespace ef

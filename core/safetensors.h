@@ -33,4 +33,14 @@ class ShapeAdaptingModule {
   virtual void adopt_shapes(const TensorMap& state) = 0;
 };
 
+// A module built from part of a network (a UNet without its innermost units, lora/hollow.h): it
+// loads from a state of the whole network, and load_module_state skips the tensors it leaves out,
+// on both sides (its own placeholders and the state's tensors of those names). Any other missing
+// or extra tensor is still an error.
+class PartialStateModule {
+ public:
+  virtual ~PartialStateModule() = default;
+  virtual bool leaves_out(const std::string& name) const = 0;
+};
+
 }  // namespace ef

@@ -101,6 +101,41 @@ nlohmann::json UNetOptions::diffusers_config() const {
           {"conv_out_kernel", 3}};
 }
 
+UNetBlockShape UNetOptions::block_shape(int64_t in, int64_t out, int64_t layers, bool attention, bool resample) const {
+  UNetBlockShape s;
+  s.in_channels = in;
+  s.out_channels = out;
+  s.temb_channels = temb_channels();
+  s.layers = layers;
+  s.groups = norm_num_groups;
+  s.attention = attention;
+  s.resample = resample;
+  s.transformer.heads = attention_heads;
+  s.transformer.layers = transformer_layers_per_block;
+  s.transformer.cross_attention_dim = cross_attention_dim;
+  s.transformer.groups = norm_num_groups;
+  s.transformer.linear_projection = use_linear_projection;
+  return s;
+}
+
+UNetBlockShape UNetOptions::down_block_shape(int64_t i) const {
+  const auto& ch = block_out_channels;
+  return block_shape(i == 0 ? ch[0] : ch[i - 1], ch[i], layers_per_block, cross_attention[i], i < levels() - 1);
+}
+
+UNetBlockShape UNetOptions::mid_block_shape() const {
+  return block_shape(block_out_channels.back(), block_out_channels.back(), 1, mid_block_attention, false);
+}
+
+// Up block r mirrors level L-1-r; its last resnet takes the skip that entered that level.
+UNetBlockShape UNetOptions::up_block_shape(int64_t r) const {
+  const auto& ch = block_out_channels;
+  const int64_t level = levels() - 1 - r;
+  UNetBlockShape s = block_shape(ch[std::max<int64_t>(level - 1, 0)], ch[level], layers_per_block + 1, cross_attention[level], r < levels() - 1);
+  s.prev_output_channels = r == 0 ? ch.back() : ch[level + 1];
+  return s;
+}
+
 UNet2DConditionImpl::UNet2DConditionImpl(UNetOptions o) : opt_(std::move(o)) {
   opt_.validate();
   const auto& ch = opt_.block_out_channels;
@@ -108,39 +143,11 @@ UNet2DConditionImpl::UNet2DConditionImpl(UNetOptions o) : opt_(std::move(o)) {
   conv_in = register_module("conv_in", ef::nn::Conv2d(torch::nn::Conv2dOptions(opt_.in_channels, ch.front(), 3).padding(1)));
   time_embedding = register_module("time_embedding", TimestepEmbedding(ch.front(), temb));
 
-  TransformerShape t;
-  t.heads = opt_.attention_heads;
-  t.layers = opt_.transformer_layers_per_block;
-  t.cross_attention_dim = opt_.cross_attention_dim;
-  t.groups = opt_.norm_num_groups;
-  t.linear_projection = opt_.use_linear_projection;
-  auto block = [&](int64_t in, int64_t out, int64_t layers, bool attention, bool resample) {
-    UNetBlockShape s;
-    s.in_channels = in;
-    s.out_channels = out;
-    s.temb_channels = temb;
-    s.layers = layers;
-    s.groups = opt_.norm_num_groups;
-    s.attention = attention;
-    s.resample = resample;
-    s.transformer = t;
-    return s;
-  };
-
   down_blocks = register_module("down_blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < L; ++i)
-    down_blocks->push_back(UNetDownBlock(block(i == 0 ? ch[0] : ch[i - 1], ch[i], opt_.layers_per_block, opt_.cross_attention[i], i < L - 1)));
-
-  mid_block = register_module("mid_block", UNetMidBlock(block(ch.back(), ch.back(), 1, opt_.mid_block_attention, false)));
-
-  // up block r mirrors level L-1-r; its last resnet takes the skip that entered that level
+  for (int64_t i = 0; i < L; ++i) down_blocks->push_back(UNetDownBlock(opt_.down_block_shape(i)));
+  mid_block = register_module("mid_block", UNetMidBlock(opt_.mid_block_shape()));
   up_blocks = register_module("up_blocks", torch::nn::ModuleList());
-  for (int64_t r = 0; r < L; ++r) {
-    const int64_t level = L - 1 - r;
-    UNetBlockShape s = block(ch[std::max<int64_t>(level - 1, 0)], ch[level], opt_.layers_per_block + 1, opt_.cross_attention[level], r < L - 1);
-    s.prev_output_channels = r == 0 ? ch.back() : ch[level + 1];
-    up_blocks->push_back(UNetUpBlock(s));
-  }
+  for (int64_t r = 0; r < L; ++r) up_blocks->push_back(UNetUpBlock(opt_.up_block_shape(r)));
 
   conv_norm_out = register_module("conv_norm_out", torch::nn::GroupNorm(torch::nn::GroupNormOptions(opt_.norm_num_groups, ch.front()).eps(1e-5)));
   conv_out = register_module("conv_out", ef::nn::Conv2d(torch::nn::Conv2dOptions(ch.front(), opt_.out_channels, 3).padding(1)));

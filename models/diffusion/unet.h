@@ -35,6 +35,13 @@ struct UNetOptions {
   int64_t downsampling() const { return int64_t{1} << (levels() - 1); }  // H and W must be multiples
   int64_t temb_channels() const { return block_out_channels.front() * 4; }
   bool attends() const;  // any cross-attention (then forward needs a context)
+  // The shapes of down block i, the mid block and up block r (mirroring level levels()-1-r).
+  UNetBlockShape down_block_shape(int64_t i) const;
+  UNetBlockShape mid_block_shape() const;
+  UNetBlockShape up_block_shape(int64_t r) const;
+
+ private:
+  UNetBlockShape block_shape(int64_t in, int64_t out, int64_t layers, bool attention, bool resample) const;
 };
 
 class UNet2DConditionImpl : public torch::nn::Module {

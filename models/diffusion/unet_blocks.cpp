@@ -156,14 +156,17 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockShape& s) : shape(s) {
   }
 }
 
+torch::Tensor UNetDownBlockImpl::forward_unit(int64_t u, const torch::Tensor& x, const UNetBlockInputs& in) {
+  TORCH_CHECK(u >= 0 && u < units(), "UNet down block: unit ", u, " of ", units());
+  if (u == shape.layers) return downsamplers[0]->as<Downsample2D>()->forward(x);
+  torch::Tensor h = resnets[u]->as<ResnetBlock2D>()->forward(x, in.temb);
+  if (attentions) h = attentions[u]->as<Transformer2D>()->forward(h, in.context);
+  return h;
+}
+
 torch::Tensor UNetDownBlockImpl::forward(torch::Tensor x, const UNetBlockInputs& in, std::vector<torch::Tensor>& skips) {
-  for (size_t j = 0; j < resnets->size(); ++j) {
-    x = resnets[j]->as<ResnetBlock2D>()->forward(x, in.temb);
-    if (attentions) x = attentions[j]->as<Transformer2D>()->forward(x, in.context);
-    skips.push_back(x);
-  }
-  if (downsamplers) {
-    x = downsamplers[0]->as<Downsample2D>()->forward(x);
+  for (int64_t u = 0; u < units(); ++u) {
+    x = forward_unit(u, x, in);
     skips.push_back(x);
   }
   return x;
@@ -206,15 +209,25 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockShape& s) : shape(s) {
   }
 }
 
+torch::Tensor UNetUpBlockImpl::forward_unit(int64_t u, const torch::Tensor& x, const UNetBlockInputs& in, const torch::Tensor& skip) {
+  TORCH_CHECK(u >= 0 && u < units(), "UNet up block: unit ", u, " of ", units());
+  if (u == shape.layers) return upsamplers[0]->as<Upsample2D>()->forward(x);
+  TORCH_CHECK(skip.defined(), "UNet up block: no skip connection for resnet ", u);
+  torch::Tensor h = resnets[u]->as<ResnetBlock2D>()->forward(torch::cat({x, skip}, 1), in.temb);
+  if (attentions) h = attentions[u]->as<Transformer2D>()->forward(h, in.context);
+  return h;
+}
+
 torch::Tensor UNetUpBlockImpl::forward(torch::Tensor x, const UNetBlockInputs& in, std::vector<torch::Tensor>& skips) {
-  for (size_t j = 0; j < resnets->size(); ++j) {
-    TORCH_CHECK(!skips.empty(), "UNet up block: no skip connection left for resnet ", j);
-    x = torch::cat({x, skips.back()}, 1);
-    skips.pop_back();
-    x = resnets[j]->as<ResnetBlock2D>()->forward(x, in.temb);
-    if (attentions) x = attentions[j]->as<Transformer2D>()->forward(x, in.context);
+  for (int64_t u = 0; u < units(); ++u) {
+    torch::Tensor skip;
+    if (takes_skip(u)) {
+      TORCH_CHECK(!skips.empty(), "UNet up block: no skip connection left for resnet ", u);
+      skip = skips.back();
+      skips.pop_back();
+    }
+    x = forward_unit(u, x, in, skip);
   }
-  if (upsamplers) x = upsamplers[0]->as<Upsample2D>()->forward(x);
   return x;
 }
 

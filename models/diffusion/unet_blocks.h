@@ -154,10 +154,14 @@ struct UNetBlockInputs {
 
 // CrossAttnDownBlock2D (attention) / DownBlock2D: resnets (each followed by its attention), then
 // the downsampler. Every resnet (attention) output and the downsampled output are pushed to `skips`.
+// Units (what a pass can be cut between, lora/hollow.h): unit j < layers is resnet j with its
+// attention, unit `layers` the downsampler; each unit's output is one skip.
 class UNetDownBlockImpl : public torch::nn::Module {
  public:
   explicit UNetDownBlockImpl(const UNetBlockShape& shape);
   torch::Tensor forward(torch::Tensor x, const UNetBlockInputs& in, std::vector<torch::Tensor>& skips);
+  int64_t units() const { return shape.layers + (shape.resample ? 1 : 0); }
+  torch::Tensor forward_unit(int64_t u, const torch::Tensor& x, const UNetBlockInputs& in);
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
   UNetBlockShape shape;
 };
@@ -176,10 +180,16 @@ TORCH_MODULE(UNetMidBlock);
 
 // CrossAttnUpBlock2D (attention) / UpBlock2D: per resnet, the newest skip (popped from the back of
 // `skips`) is concatenated on channels; each resnet is followed by its attention; then the upsampler.
+// Units: unit j < layers is resnet j (taking one skip) with its attention, unit `layers` the
+// upsampler (taking none).
 class UNetUpBlockImpl : public torch::nn::Module {
  public:
   explicit UNetUpBlockImpl(const UNetBlockShape& shape);
   torch::Tensor forward(torch::Tensor x, const UNetBlockInputs& in, std::vector<torch::Tensor>& skips);
+  int64_t units() const { return shape.layers + (shape.resample ? 1 : 0); }
+  bool takes_skip(int64_t u) const { return u < shape.layers; }
+  // `skip`: the skip tensor for a resnet unit (undefined for the upsampler).
+  torch::Tensor forward_unit(int64_t u, const torch::Tensor& x, const UNetBlockInputs& in, const torch::Tensor& skip);
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};
   UNetBlockShape shape;
 };
