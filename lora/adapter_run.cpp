@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/atomic_file.h"
+#include "core/frozen.h"
+#include "core/safetensors.h"
 #include "core/run.h"
 #include "lora/foura.h"
 
@@ -36,9 +39,10 @@ std::vector<Adapters> attach_adapter_run(LatentDiffusion& model, const AdapterRu
   const nlohmann::json& root = cfg.root();
   if (!root.contains("adapter") || !root["adapter"].is_object())
     throw InputError("--adapter " + dir.string() + ": the run has no adapter block (it is a \"" + root.value("recipe", "?") + "\" run)");
-  if (root.value("recipe", "") != "style")  // adapters of another recipe's network (lora/finetune.h)
-    throw InputError("--adapter " + dir.string() + ": its adapters belong to a \"" + root.value("recipe", "?") +
-                     "\" network; sampling attaches those of a \"style\" run");
+  const std::string recipe = root.value("recipe", "");
+  if (recipe != "style" && recipe != "personalize")  // adapters of another recipe's network (lora/finetune.h)
+    throw InputError("--adapter " + dir.string() + ": its adapters belong to a \"" + recipe +
+                     "\" network; sampling attaches those of a \"style\" or \"personalize\" run");
   const fs::path trained_on = root.value("frozen", nlohmann::json::object()).value("unet", nlohmann::json::object()).value("run", "");
   std::error_code ec;
   if (!trained_on.empty() && !fs::equivalent(trained_on, base_run, ec))
@@ -56,8 +60,18 @@ std::vector<Adapters> attach_adapter_run(LatentDiffusion& model, const AdapterRu
   }
   std::vector<Adapters> out;
   auto attach = [&](torch::nn::Module& network, const std::string& targets_key, const std::string& module) {
-    const auto targets = a.get<std::vector<std::string>>(targets_key, {});
-    if (targets.empty()) return;
+    const auto patterns = a.get<std::vector<std::string>>(targets_key, {});
+    if (patterns.empty()) return;
+    // The layers the patterns match that the run trained: a Hollowed-Net run (personalize with a
+    // hollow block) trained none of the layers it left out.
+    const TensorMap weights = load_safetensors(network_file_of_run(dir, module, true));
+    std::vector<std::string> targets;
+    for (const auto& path : adaptable_paths(network)) {
+      const bool matched = std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return glob_match(p, path); });
+      auto it = weights.lower_bound(path + ".");
+      if (matched && it != weights.end() && it->first.rfind(path + ".", 0) == 0) targets.push_back(path);
+    }
+    if (targets.empty()) throw InputError("--adapter " + dir.string() + ": its " + module + " holds no adapter of a layer its targets match");
     Adapters adapters = inject(network, targets, a);
     load_module_from_run(dir, module, *adapters);
     adapters->to(model.device());

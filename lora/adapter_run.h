@@ -1,5 +1,5 @@
 #pragma once
-// The adapters a finished run trained (the `style` recipe: checkpoints hold `unet_adapter` and, with
+// The adapters a finished run trained (the `style` and `personalize` recipes: checkpoints hold `unet_adapter` and, with
 // adapter.text_targets, `text_encoder_adapter`), attached to a fresh copy of their base model at a
 // strength, for `edgeforge sample BASE --adapter RUN[:STRENGTH] ...`. Several runs attach to the same
 // layers and compose at the output (FouRA brief §2.4: y = W0 x + Σ_i branch_i(x) with strength s_i).

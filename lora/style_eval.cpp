@@ -69,23 +69,26 @@ StyleEvaluator::StyleEvaluator(StyleEvalOptions options, LatentDiffusion& model,
   if (classifier_) train_.attribute_index(classifier_->attribute());  // throws naming the attributes when unknown
 }
 
-torch::Tensor StyleEvaluator::features(const torch::Tensor& images) {
+torch::Tensor latent_features(LatentDiffusion& model, const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   for (int64_t begin = 0; begin < images.size(0); begin += 64) {
-    torch::Tensor z = model_.encode(images.narrow(0, begin, std::min<int64_t>(64, images.size(0) - begin)).to(model_.device()));
+    torch::Tensor z = model.encode(images.narrow(0, begin, std::min<int64_t>(64, images.size(0) - begin)).to(model.device()));
     out.push_back(F::adaptive_avg_pool2d(z, F::AdaptiveAvgPool2dFuncOptions({4, 4})).flatten(1).to(torch::kCPU));
   }
   return torch::cat(out);
 }
 
-torch::Tensor StyleEvaluator::probe_features(const torch::Tensor& images) {
+torch::Tensor probe_features(LatentDiffusion& model, const torch::Tensor& images) {
   torch::Tensor x = images.to(torch::kCPU);
   torch::Tensor colour = torch::cat({x.mean({2, 3}), x.std({2, 3})}, 1);
   torch::Tensor gx = (x.narrow(3, 1, x.size(3) - 1) - x.narrow(3, 0, x.size(3) - 1)).abs().mean({1, 2, 3});
   torch::Tensor gy = (x.narrow(2, 1, x.size(2) - 1) - x.narrow(2, 0, x.size(2) - 1)).abs().mean({1, 2, 3});
-  return torch::cat({features(images), colour, gx.unsqueeze(1), gy.unsqueeze(1)}, 1);
+  return torch::cat({latent_features(model, images), colour, gx.unsqueeze(1), gy.unsqueeze(1)}, 1);
 }
+
+torch::Tensor StyleEvaluator::features(const torch::Tensor& images) { return latent_features(model_, images); }
+torch::Tensor StyleEvaluator::probe_features(const torch::Tensor& images) { return ef::lora::probe_features(model_, images); }
 
 void StyleEvaluator::prepare() {
   if (prepared_) return;

@@ -91,6 +91,12 @@ class StyleEvaluator {
   torch::Tensor train_features_, val_features_, unseen_features_;
 };
 
+// The evaluation features of images [B,3,H,W] in [-1,1]: the frozen autoencoder's latent pooled to
+// 4x4 and flattened ([B, 64] for 4 latent channels), and for probes that plus the per-channel mean
+// and standard deviation and the mean absolute horizontal and vertical gradients ([B, 72]). CPU.
+torch::Tensor latent_features(LatentDiffusion& model, const torch::Tensor& images);
+torch::Tensor probe_features(LatentDiffusion& model, const torch::Tensor& images);
+
 // Sets every adapter set's strength to `s` for the life of the guard, then back to 1.
 class StrengthGuard {
  public:
