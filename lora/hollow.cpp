@@ -139,6 +139,30 @@ std::string HollowPlan::describe() const {
                      skips.empty() ? "none" : skips, units);
 }
 
+std::map<std::string, std::vector<int64_t>> boundary_shapes(const HollowPlan& plan, int64_t batch, int64_t height, int64_t width) {
+  const UNetOptions& o = plan.options();
+  const auto& ch = o.block_out_channels;
+  const int64_t L = o.levels();
+  auto at_level = [&](int64_t channels, int64_t level) { return std::vector<int64_t>{batch, channels, height >> level, width >> level}; };
+  // the output of an encoder unit (skip k = encoder unit k-1; skip 0 is conv_in's)
+  auto skip_shape = [&](int64_t k) {
+    if (k == 0) return at_level(ch[0], 0);
+    const UNetUnit& u = plan.encoder()[k - 1];
+    return at_level(ch[u.block], u.block + (u.resample ? 1 : 0));
+  };
+  std::map<std::string, std::vector<int64_t>> out;
+  const int64_t m = plan.removed_per_side();
+  if (m == 0) {
+    out["h_in"] = at_level(ch.back(), L - 1);
+  } else {
+    const UNetUnit& last = plan.decoder()[m - 1];  // the left-out decoder unit whose output enters unit m
+    const int64_t level = L - 1 - last.block;
+    out["h_in"] = at_level(ch[level], level - (last.resample ? 1 : 0));
+  }
+  for (int64_t k : plan.cached_skips()) out["skip_" + std::to_string(k)] = skip_shape(k);
+  return out;
+}
+
 UNetBoundary compute_boundary(UNet2DConditionImpl& full, const HollowPlan& plan, const torch::Tensor& x, const torch::Tensor& timesteps,
                               const torch::Tensor& context) {
   TORCH_CHECK(x.dim() == 4, "compute_boundary: x must be [B, C, H, W], got ", x.sizes());

@@ -87,6 +87,10 @@ struct UNetBoundary {
   std::map<int64_t, torch::Tensor> skips;      // skip index -> [B, C_k, h_k, w_k], plan.cached_skips()
 };
 
+// The shapes of the boundary tensors for a batch of latents [batch, C, height, width]: "h_in" and
+// "skip_<k>" for each cached skip (what a cache holds per row; the memory bench feeds these).
+std::map<std::string, std::vector<int64_t>> boundary_shapes(const HollowPlan& plan, int64_t batch, int64_t height, int64_t width);
+
 // Runs the full UNet as far as the boundary of `plan` (in the caller's grad mode; the pre-compute
 // runs it without): x, timesteps, context as UNet2DConditionImpl::forward.
 UNetBoundary compute_boundary(UNet2DConditionImpl& full, const HollowPlan& plan, const torch::Tensor& x,

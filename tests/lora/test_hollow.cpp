@@ -99,6 +99,9 @@ TEST_CASE("hollow: fed with the full UNet's boundary, the hollowed UNet reproduc
     hollow->eval();
     const ef::lora::UNetBoundary b = ef::lora::compute_boundary(*full, plan, x, t, c);
     CHECK(b.skips.size() == plan.cached_skips().size());
+    const auto shapes = ef::lora::boundary_shapes(plan, 2, 8, 8);
+    CHECK(b.h_in.sizes().vec() == shapes.at("h_in"));
+    for (const auto& [k, v] : b.skips) CHECK(v.sizes().vec() == shapes.at("skip_" + std::to_string(k)));
     CHECK(torch::equal(hollow->forward(x, t, c, b), reference));
     // the hollowed network holds no more than the retained parameters
     int64_t held = 0, retained = 0;
