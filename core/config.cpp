@@ -167,6 +167,8 @@ void Config::reject_unknown_keys() const {
       if (accepted(join(at, it.key()))) known.push_back(it.key());
     for (auto it = n.begin(); it != n.end(); ++it) {
       std::string full = join(at, it.key());
+      // null means "not set" (has() is false for it): a sweep unsets a block with {"hollow": null}
+      if (it.value().is_null()) continue;
       if (!accepted(full)) {
         std::string hint = closest_match(it.key(), known);
         throw ConfigError(source() + ": unknown key '" + full + "'" +

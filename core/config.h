@@ -39,7 +39,7 @@ class Config {
 
   // Sub-section; a missing section reads as {} (and appears in the resolved config once written to).
   Config section(const std::string& key) const;
-  bool has(const std::string& key) const;
+  bool has(const std::string& key) const;  // false for a missing key and for one set to null ("unset")
 
   template <class T> T get(const std::string& key, const T& fallback) const;
   template <class T> T require(const std::string& key) const;
@@ -55,7 +55,7 @@ class Config {
   [[noreturn]] void invalid(const std::string& key, const std::string& why) const;
 
   // Throws ConfigError for the first key under this section that no getter read.
-  void reject_unknown_keys() const;
+  void reject_unknown_keys() const;  // null values are unset keys and pass
 
   std::string path() const { return prefix_; }        // "optim.schedule" ("" at the root)
   std::string path_of(const std::string& key) const;  // "optim.schedule.warmup"

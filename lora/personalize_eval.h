@@ -5,16 +5,22 @@
 //
 // Prompts: eval.prompts prompts naming the subject by its token at places and backgrounds of the
 // scene vocabulary ("one large sks star at the bottom right on checker"), eval.seeds samples each.
+// Features: position-invariant, as the subject appears anywhere: a chroma-weighted hue histogram of
+// 12 Gaussian-smoothed bins (the scenes' backgrounds are grey tones, their objects saturated colours;
+// the subject is told from its class by its two colours).
 //   subj      subject fidelity: mean probability of the subject probe (lora/style_probe.h, the same
-//             logistic probe, fitted on the held-out subject images against class scenes of the same
-//             shape in vocabulary colours) that a sample shows the subject;
+//             logistic probe, fitted on those features of the held-out subject images against class
+//             scenes of the same shape in vocabulary colours) that a sample shows the subject;
 //   sim       subject fidelity, DINO's stand-in: mean cosine similarity between the samples' features
-//             (lora/style_eval.h, latent_features) and the held-out subject images', both taken
-//             about the class scenes' mean feature (pooled latents share a large common part, which
-//             would put every image near 1);
+//             and the held-out subject images' (0 for a sample without colour);
 //   acc       prompt fidelity: accuracy of eval.attribute_classifier (a `classify` run on the captions
 //             scenes) on the attribute it classifies, as the prompt names it (position, background);
-//   div       diversity: mean pairwise feature distance between one prompt's samples.
+//   div       diversity: mean pairwise feature distance between one prompt's samples;
+//   subj_loss subject fidelity without sampling: the denoising loss on the held-out subject images
+//             with their token captions (fixed timesteps and noise, 4 draws): how well the model has
+//             learned what the subject looks like where it was never shown it;
+//   class_loss forgetting (DreamBooth's "language drift"): the same on the class scenes with their
+//             own captions; it rises when fine-tuning overwrites what the base knew.
 // Reference rows, computed once: sim_real (held-out subject images to the training ones: the
 // "real images" row of DreamBooth's table), sim_class (class scenes to the subject images: what a
 // model that ignores the subject scores) and subj_probe_acc (the probe on data it was not fitted on).
@@ -69,8 +75,7 @@ class PersonalizeEvaluator {
   std::vector<int64_t> labels_;  // per prompt, the classifier's attribute (-1: none)
   bool prepared_ = false;
   std::optional<StyleProbe> probe_;
-  torch::Tensor centre_;     // [1, D]: the class scenes' mean feature (zeros for a user's folder)
-  torch::Tensor reference_;  // unit-norm centred features of the subject's reference images
+  torch::Tensor reference_;  // unit-norm features of the subject's reference images
   Scalars references_;
 };
 

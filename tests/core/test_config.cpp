@@ -39,6 +39,12 @@ TEST_CASE("config: unknown keys are rejected with a suggestion", "[config]") {
   Config e = Config::from_json({{"export", {{"anything", 1}}}});
   e.accept("export");
   REQUIRE_NOTHROW(e.reject_unknown_keys());
+
+  // null is "unset" (how a sweep removes a block): has() is false and it is not an unknown key
+  Config f = Config::from_json({{"seed", 1}, {"hollow", nullptr}});
+  f.get<int64_t>("seed", 0);
+  CHECK_FALSE(f.has("hollow"));
+  REQUIRE_NOTHROW(f.reject_unknown_keys());
 }
 
 TEST_CASE("config: overrides parse JSON values and create paths", "[config]") {
