@@ -12,7 +12,9 @@
 // noise and dropped captions of each step are drawn from the seed before training, so runs of the
 // three methods at one seed see identical inputs. Loss: the base's prediction target (ε) on the
 // subject's images with their token captions (brief §3); captions are dropped with probability
-// train.text_dropout (default 0) for classifier-free guidance.
+// train.text_dropout (default 0) for classifier-free guidance. Prior preservation (train.prior_weight
+// λ > 0, default off): each step also takes as many class scenes with their own captions, on a second
+// schedule, and adds λ times their loss.
 //
 // Hollowed Net, step by step (brief §2.3):
 //   1. pre-compute (the first training step, when hollow.cache does not exist yet): the full UNet is
@@ -85,16 +87,21 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     }
     const int64_t batch = data.get<int64_t>("batch_size", 4);
     if (batch < 1) data.invalid("batch_size", "at least 1");
-    const double text_dropout = cfg.section("train").get<double>("text_dropout", 0.0);
+    Config train = cfg.section("train");
+    const double text_dropout = train.get<double>("text_dropout", 0.0);
+    prior_weight_ = train.get<double>("prior_weight", 0.0);
+    if (!(prior_weight_ >= 0)) train.invalid("prior_weight", "must be 0 (off) or positive");
+    if (prior_weight_ > 0 && !class_)
+      train.invalid("prior_weight", "prior preservation needs class images: use a generated subject (data.generate), whose class split has them");
     const int64_t latent = train_->image_size() / net_->downscale();
-    schedule_ = TrainingSchedule::make(std::max<int64_t>(ctx.total_steps, 1), batch, train_->size(), {net_->latent_channels(), latent, latent},
-                                       net_->schedule.steps(), text_dropout, ctx.seed * 0x9E3779B97F4A7C15ull + 1);
-    for (int64_t i = 0; i < train_->size(); ++i) {
-      const std::string t = train_->text_at(i);
-      auto it = std::find(prompts_.begin(), prompts_.end(), t);
-      prompt_of_.push_back(it - prompts_.begin());
-      if (it == prompts_.end()) prompts_.push_back(t);
-    }
+    const std::vector<int64_t> latent_shape = {net_->latent_channels(), latent, latent};
+    const int64_t steps = std::max<int64_t>(ctx.total_steps, 1);
+    const uint64_t seed = ctx.seed * 0x9E3779B97F4A7C15ull + 1;
+    schedule_ = TrainingSchedule::make(steps, batch, train_->size(), latent_shape, net_->schedule.steps(), text_dropout, seed);
+    if (prior_weight_ > 0)
+      prior_schedule_ = TrainingSchedule::make(steps, batch, class_->size(), latent_shape, net_->schedule.steps(), text_dropout, seed + 1);
+    add_prompts(*train_, prompt_of_);
+    if (prior_weight_ > 0) add_prompts(*class_, class_prompt_of_);
 
     std::vector<ParamGroup> groups;
     if (cfg.has("adapter")) {
@@ -141,6 +148,16 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
                  train_->size(), prompts_.front());
   }
 
+  // Each image's caption, as an index into prompts_ (new captions are added).
+  void add_prompts(const SubjectDataset& data, std::vector<int64_t>& prompt_of) {
+    for (int64_t i = 0; i < data.size(); ++i) {
+      const std::string t = data.text_at(i);
+      auto it = std::find(prompts_.begin(), prompts_.end(), t);
+      prompt_of.push_back(it - prompts_.begin());
+      if (it == prompts_.end()) prompts_.push_back(t);
+    }
+  }
+
   std::vector<std::string> unsupported_train_options() const override { return {"grad_accum"}; }  // one schedule row per step
 
   LatentDiffusion& diffusion() override {
@@ -168,10 +185,10 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     StepStats s = optimize_step(*optim_, params_, 1, ctx_.grad_clip, [&](int64_t) {
       if (!hollow_) {
         const CachedBatch b = live_batch(step % schedule_.steps());
-        return torch::mse_loss(net_->predict(b.x_t, b.t, b.context), b.target);
+        return loss(net_->predict(b.x_t, b.t, b.context), b.target);
       }
       const CachedBatch b = to_device(cache().step(step % schedule_.steps()));
-      return torch::mse_loss(hollow_->forward(b.x_t, b.t, b.context, b.boundary), b.target);
+      return loss(hollow_->forward(b.x_t, b.t, b.context, b.boundary), b.target);
     });
     return {{"loss", s.loss}, {"grad_norm", s.grad_norm}};
   }
@@ -218,21 +235,37 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     return contexts_;
   }
 
-  // Schedule row `step`, computed from the images: x_t, target, t and the text (no boundary).
+  // The loss of a batch: the prediction target's MSE on the subject's rows, plus prior_weight times
+  // that on the class rows after them (DreamBooth's prior preservation, brief §3).
+  torch::Tensor loss(const torch::Tensor& prediction, const torch::Tensor& target) const {
+    if (prior_weight_ <= 0) return torch::mse_loss(prediction, target);
+    const int64_t b = schedule_.batch();
+    return torch::mse_loss(prediction.narrow(0, 0, b), target.narrow(0, 0, b)) +
+           prior_weight_ * torch::mse_loss(prediction.narrow(0, b, b), target.narrow(0, b, b));
+  }
+
+  // Schedule row `step`, computed from the images: x_t, target, t and the text (no boundary); with
+  // prior preservation the class rows follow the subject's.
   CachedBatch live_batch(int64_t step) {
     CachedBatch b;
-    torch::Tensor index = schedule_.index[step];
-    std::vector<torch::Tensor> rows;
+    std::vector<torch::Tensor> rows, noise, t;
     std::vector<int64_t> ci;
-    for (int64_t j = 0; j < index.size(0); ++j) {
-      const int64_t i = index[j].item<int64_t>();
-      rows.push_back(train_->get(i).at("image"));
-      ci.push_back(schedule_.drop[step][j].item<bool>() ? static_cast<int64_t>(prompts_.size()) : prompt_of_[static_cast<size_t>(i)]);
-    }
+    auto take = [&](const TrainingSchedule& s, const SubjectDataset& data, const std::vector<int64_t>& prompt_of) {
+      const torch::Tensor index = s.index[step];
+      for (int64_t j = 0; j < index.size(0); ++j) {
+        const int64_t i = index[j].item<int64_t>();
+        rows.push_back(data.get(i).at("image"));
+        ci.push_back(s.drop[step][j].item<bool>() ? static_cast<int64_t>(prompts_.size()) : prompt_of[static_cast<size_t>(i)]);
+      }
+      noise.push_back(s.noise[step]);
+      t.push_back(s.t[step]);
+    };
+    take(schedule_, *train_, prompt_of_);
+    if (prior_weight_ > 0) take(prior_schedule_, *class_, class_prompt_of_);
     torch::NoGradGuard no_grad;
     const torch::Tensor z0 = net_->encode(torch::stack(rows).to(ctx_.device)) * net_->latent_scale();
-    const torch::Tensor eps = schedule_.noise[step].to(ctx_.device);
-    b.t = schedule_.t[step].to(ctx_.device);
+    const torch::Tensor eps = torch::cat(noise).to(ctx_.device);
+    b.t = torch::cat(t).to(ctx_.device);
     b.x_t = net_->schedule.add_noise(z0, eps, b.t);
     b.target = net_->schedule.target(z0, eps, b.t);
     b.context_index = torch::tensor(ci);
@@ -250,7 +283,9 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
   // What a cache must have been computed from to serve this run.
   nlohmann::json cache_identity() {
     return {{"schedule", schedule_.checksum()},
+            {"prior_schedule", prior_weight_ > 0 ? prior_schedule_.checksum() : ""},
             {"images", state_checksum_of(train_->images())},
+            {"class_images", prior_weight_ > 0 ? state_checksum_of(class_->images()) : ""},
             {"unet_retained", state_checksum(*hollow_)},
             {"text_encoder", state_checksum(*net_->text)},
             {"autoencoder", state_checksum(*net_->autoencoder)},
@@ -333,8 +368,8 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     const int64_t n = std::min<int64_t>(schedule_.steps(), 8);
     for (int64_t s = 0; s < n; ++s) {
       const CachedBatch c = to_device(cache().step(s));
-      full_loss += torch::mse_loss(net_->unet->forward(c.x_t, c.t, c.context), c.target).item<double>();
-      hollow_loss += torch::mse_loss(hollow_->forward(c.x_t, c.t, c.context, c.boundary), c.target).item<double>();
+      full_loss += loss(net_->unet->forward(c.x_t, c.t, c.context), c.target).item<double>();
+      hollow_loss += loss(hollow_->forward(c.x_t, c.t, c.context, c.boundary), c.target).item<double>();
     }
     return {{"stale_h_in", drift}, {"stale_loss_gap", (full_loss - hollow_loss) / static_cast<double>(n)}};
   }
@@ -344,9 +379,10 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
   std::unique_ptr<LatentDiffusion> net_;
   UNetOptions unet_options_;
   std::unique_ptr<SubjectDataset> train_, val_, class_;
-  TrainingSchedule schedule_;
-  std::vector<std::string> prompts_;
-  std::vector<int64_t> prompt_of_;  // per training image, its prompt
+  TrainingSchedule schedule_, prior_schedule_;  // the subject's rows; the class rows (prior preservation)
+  double prior_weight_ = 0;
+  std::vector<std::string> prompts_;              // every caption, subject's then class scenes'
+  std::vector<int64_t> prompt_of_, class_prompt_of_;  // per training (class) image, its caption in prompts_
   torch::Tensor contexts_;
   Adapters adapters_{nullptr}, transferred_{nullptr};
   Config adapter_config_;

@@ -107,6 +107,21 @@ TEST_CASE("personalize through the CLI: Hollowed Net, its cache and transfer, Lo
     CHECK(r.exit_code == 0);
   }
 
+  SECTION("prior preservation: class rows join every step, in the cache too; off for a folder of images") {
+    nlohmann::json c = runs.tiny;
+    c["train"]["prior_weight"] = 1.0;
+    c["name"] = "personalize-prior";
+    auto r = runs.train("prior", c);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    CHECK(runs.losses("personalize-prior").front() != hollow_losses.front());
+    c.erase("hollow");
+    c["name"] = "personalize-prior-lora";
+    r = runs.train("prior-lora", c);
+    REQUIRE(r.exit_code == 0);
+    CHECK(runs.losses("personalize-prior-lora").front() == runs.losses("personalize-prior").front());  // zero adapters again
+  }
+
   SECTION("a cache is shared by runs of the same inputs and refused for others, naming what differs") {
     const std::string cache = (runs.latest("personalize-tiny") / "hollow_cache.h5").string();
     nlohmann::json c = runs.tiny;
