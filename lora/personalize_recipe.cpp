@@ -29,7 +29,8 @@
 //
 // Options: hollow.units (m: the mid block and m innermost units per side) or hollow.fraction (the m
 // whose parameter fraction is nearest), hollow.cache (default <run>/hollow_cache.h5).
-// Evaluation (lora/personalize_eval.h) always runs the full UNet. With adapters on the full UNet
+// Evaluation (lora/personalize_eval.h) always runs the full UNet; it also reports the trained
+// parameter count and, for Hollowed Net, the fractions of parameters and units left out. With adapters on the full UNet
 // (LoRA) it also prints the layer-significance analysis (mean |ΔW| per unit, brief §2.1); with
 // Hollowed Net it measures the stale cache: how far the boundary the trained adapters produce in the
 // full UNet drifts from the cached one (stale_h_in: relative L2 on the first cached step) and the
@@ -197,6 +198,10 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     ensure_full_unet();
     set_eval();
     Scalars out = evaluator_->evaluate(*net_);
+    double trained = 0;
+    for (const auto& p : params_) trained += static_cast<double>(p.numel());
+    out["trained_params"] = trained;
+    if (plan_) out["hollow_param_frac"] = plan_->parameter_fraction(), out["hollow_unit_frac"] = plan_->unit_fraction();
     if (adapters_ && !hollow_) {
       bool linear = true;
       for (const auto& l : adapters_->layers()) linear = linear && l.adapter->weight_equivalent();
