@@ -35,7 +35,7 @@ class ShapeAdaptingModule {
 
 // A module built from part of a network (a UNet without its innermost units, lora/hollow.h): it
 // loads from a state of the whole network, and load_module_state skips the tensors it leaves out,
-// on both sides (its own placeholders and the state's tensors of those names). Any other missing
+// on both sides (its own empty tensors and the state's tensors of those names). Any other missing
 // or extra tensor is still an error.
 class PartialStateModule {
  public:

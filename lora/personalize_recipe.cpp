@@ -46,6 +46,7 @@
 #include "lora/hollow.h"
 #include "lora/hollow_cache.h"
 #include "lora/inject.h"
+#include "lora/text_to_image_base.h"
 #include "lora/personalize_eval.h"
 #include "lora/subject_data.h"
 #include "models/diffusion/latent_diffusion.h"
@@ -55,23 +56,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kDefaultTargets = {"*.attn1.to_q", "*.attn1.to_k", "*.attn1.to_v", "*.attn1.to_out.0",
-                                                  "*.attn2.to_q", "*.attn2.to_k", "*.attn2.to_v", "*.attn2.to_out.0"};
-
-Config base_run_config(const fs::path& base, const std::string& what) {
-  Config c = Config::load(base / "config.json");
-  const std::string recipe = c.root().value("recipe", "");
-  if (recipe != "diffusion")
-    throw InputError(what + ": " + base.string() + " is a \"" + recipe + "\" run; personalize adapts a text-to-image (\"diffusion\") run");
-  return c;
-}
-
 class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
  public:
   PersonalizeRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
     Config m = cfg.section("model");
     base_ = resolve_run_folder(m.require<std::string>("base"), cfg.source() + ": model.base");
-    const Config base_cfg = base_run_config(base_, cfg.source() + ": model.base");
+    const Config base_cfg = text_to_image_base(base_, cfg.source() + ": model.base", "personalize");
     net_ = std::make_unique<LatentDiffusion>(base_cfg.section("model"), false, ctx.device);
     unet_options_ = net_->unet->options();
 
@@ -107,7 +97,7 @@ class PersonalizeRecipe : public Recipe, public HasLatentDiffusion {
     std::vector<ParamGroup> groups;
     if (cfg.has("adapter")) {
       Config a = cfg.section("adapter");
-      const auto patterns = a.get<std::vector<std::string>>("targets", kDefaultTargets);
+      const auto patterns = a.get<std::vector<std::string>>("targets", default_attention_targets());
       if (cfg.has("hollow")) {
         Config h = cfg.section("hollow");
         try {

@@ -30,6 +30,7 @@
 #include "core/run.h"
 #include "lora/foura.h"
 #include "lora/inject.h"
+#include "lora/text_to_image_base.h"
 #include "lora/style_data.h"
 #include "lora/style_eval.h"
 #include "models/diffusion/latent_diffusion.h"
@@ -39,28 +40,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kDefaultTargets = {"*.attn1.to_q", "*.attn1.to_k", "*.attn1.to_v", "*.attn1.to_out.0",
-                                                  "*.attn2.to_q", "*.attn2.to_k", "*.attn2.to_v", "*.attn2.to_out.0"};
-
-// The base run's resolved config: it must be a text-to-image (`diffusion`) run.
-Config base_run_config(const fs::path& base, const std::string& what) {
-  Config c = Config::load(base / "config.json");
-  const std::string recipe = c.root().value("recipe", "");
-  if (recipe != "diffusion")
-    throw InputError(what + ": " + base.string() + " is a \"" + recipe + "\" run; the style recipe adapts a text-to-image (\"diffusion\") run");
-  return c;
-}
-
 class StyleRecipe : public Recipe, public HasLatentDiffusion {
  public:
   StyleRecipe(const Config& cfg, const RunContext& ctx) : ctx_(ctx) {
     Config m = cfg.section("model");
     base_ = resolve_run_folder(m.require<std::string>("base"), cfg.source() + ": model.base");
-    Config base_cfg = base_run_config(base_, cfg.source() + ": model.base");
+    Config base_cfg = text_to_image_base(base_, cfg.source() + ": model.base", "style");
     net_ = std::make_unique<LatentDiffusion>(base_cfg.section("model"), false, ctx.device);
 
     Config a = cfg.section("adapter");
-    const auto targets = a.get<std::vector<std::string>>("targets", kDefaultTargets);
+    const auto targets = a.get<std::vector<std::string>>("targets", default_attention_targets());
     const auto text_targets = a.get<std::vector<std::string>>("text_targets", {});
     unet_adapter_ = inject(*net_->unet, targets, a);  // the kind reads its options from the same section
     if (!text_targets.empty()) text_adapter_ = inject(*net_->text, text_targets, a);

@@ -9,7 +9,9 @@
 #include "core/atomic_file.h"
 #include "core/image_io.h"
 #include "core/metrics.h"
+#include "core/run.h"
 #include "lora/hollow_cache.h"
+#include "tests/lora/cli_runs.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -19,19 +21,11 @@ using ef::test::run_command;
 
 namespace {
 
-struct TinyPersonalizeRuns {
-  ef::test::ScratchDir dir{"personalize-cli"};
-  std::string exe = ef::test::env_or_fail("EDGEFORGE_CLI");
+struct TinyPersonalizeRuns : ef::lora::test::CliScratch {
   nlohmann::json tiny = nlohmann::json::parse(ef::read_file(fs::path(ef::test::source_dir()) / "lora" / "personalize.tiny.json"));
-  TinyPersonalizeRuns() {
-    const fs::path src = ef::test::source_dir();
-    for (const char* config : {"distill/autoencoder.tiny.json", "distill/diffusion.tiny.json", "lora/personalize.tiny.json"}) {
-      auto r = cli("train " + quote((src / config).string()) + " --quiet");
-      INFO(r.output);
-      REQUIRE(r.exit_code == 0);
-    }
+  TinyPersonalizeRuns() : CliScratch("personalize-cli") {
+    train_sources({"distill/autoencoder.tiny.json", "distill/diffusion.tiny.json", "lora/personalize.tiny.json"});
   }
-  ef::test::CommandResult cli(const std::string& args) const { return run_command("cd " + quote(dir.path.string()) + " && " + exe + " " + args); }
   // Trains a variant of the tiny config (written into the scratch folder as <name>.json).
   ef::test::CommandResult train(const std::string& name, const nlohmann::json& config, const std::string& extra = "") const {
     ef::write_file_atomically(dir.path / (name + ".json"), config.dump(2));
@@ -43,17 +37,9 @@ struct TinyPersonalizeRuns {
       if (row.count("train/loss")) out.push_back(row.at("train/loss"));
     return out;
   }
-  fs::path latest(const std::string& name) const {
-    fs::path newest;
-    for (const auto& e : fs::directory_iterator(dir.path / "runs" / name))
-      if (e.is_directory() && (newest.empty() || e.path().filename() > newest.filename())) newest = e.path();
-    return newest;
-  }
+  fs::path latest(const std::string& name) const { return ef::resolve_run_folder(dir.path / "runs" / name, "test"); }
   torch::Tensor sample(const std::string& run, const std::string& extra, const std::string& out) const {
-    auto r = cli("sample " + run + " --prompt \"one large sks star at the top right on noise\" --n 2 --steps 2 --seed 3 --out " + out + " " + extra);
-    INFO(r.output);
-    REQUIRE(r.exit_code == 0);
-    return torch::stack({ef::read_image(dir.path / out / "sample_0.png"), ef::read_image(dir.path / out / "sample_1.png")}).to(torch::kInt32);
+    return CliScratch::sample(run, "one large sks star at the top right on noise", extra, out);
   }
 };
 

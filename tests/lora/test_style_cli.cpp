@@ -8,6 +8,7 @@
 #include "core/frozen.h"
 #include "core/run.h"
 #include "core/safetensors.h"
+#include "tests/lora/cli_runs.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -17,24 +18,12 @@ using ef::test::run_command;
 
 namespace {
 
-struct TinyStyleRuns {
-  ef::test::ScratchDir dir{"style-cli"};
-  std::string exe = ef::test::env_or_fail("EDGEFORGE_CLI");
-  TinyStyleRuns() {
-    const fs::path src = ef::test::source_dir();
-    for (const char* config : {"distill/autoencoder.tiny.json", "distill/diffusion.tiny.json", "lora/style.tiny.json"}) {
-      auto r = cli("train " + quote((src / config).string()) + " --quiet");
-      INFO(r.output);
-      REQUIRE(r.exit_code == 0);
-    }
+struct TinyStyleRuns : ef::lora::test::CliScratch {
+  TinyStyleRuns() : CliScratch("style-cli") {
+    train_sources({"distill/autoencoder.tiny.json", "distill/diffusion.tiny.json", "lora/style.tiny.json"});
   }
-  ef::test::CommandResult cli(const std::string& args) const { return run_command("cd " + quote(dir.path.string()) + " && " + exe + " " + args); }
-  // Samples two images of one prompt into `out` (under the scratch folder); returns them [2, H, W, 3].
   torch::Tensor sample(const std::string& run, const std::string& extra, const std::string& out) const {
-    auto r = cli("sample " + run + " --prompt \"two small red circles in the centre\" --n 2 --steps 2 --seed 3 --out " + out + " " + extra);
-    INFO(r.output);
-    REQUIRE(r.exit_code == 0);
-    return torch::stack({ef::read_image(dir.path / out / "sample_0.png"), ef::read_image(dir.path / out / "sample_1.png")}).to(torch::kInt32);
+    return CliScratch::sample(run, "two small red circles in the centre", extra, out);
   }
 };
 
