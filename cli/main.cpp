@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "core/config.h"
 #include "core/cxx_runtime.h"
+#include "core/run.h"
 
 int main(int argc, char** argv) {
   ef::ensure_cxx_runtime_binds_first(argv);
@@ -22,6 +23,9 @@ int main(int argc, char** argv) {
   ef::cli::add_export(app, action);
   ef::cli::add_sample_and_edit(app, action);
   ef::cli::add_adapters(app, action);
+  // Logs go to stderr from the start (commands that open a run add its log file), so that stdout
+  // holds only what a command prints as its result (`eval`'s JSON, `list`, tables).
+  ef::setup_logging({}, false);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

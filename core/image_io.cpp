@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which uses FILE and size_t without including anything
 #include <cstring>
@@ -218,6 +219,15 @@ bool png_write_all(png_structp png, png_infop info, const PngSpec* spec, png_byt
   return true;
 }
 
+// Refuses an image whose header announces more pixels than max_image_pixels(), before anything of
+// its size is allocated.
+void check_pixel_count(const std::string& source, int64_t width, int64_t height) {
+  const int64_t limit = max_image_pixels();
+  if (width > 0 && height > limit / width)
+    fail(source, std::to_string(width) + " x " + std::to_string(height) + " pixels is more than the limit of " + std::to_string(limit) +
+                     " (set EDGEFORGE_MAX_IMAGE_PIXELS to raise it)");
+}
+
 torch::Tensor decode_png_from(const std::string& bytes, const std::string& source) {
   if (!has_png_signature(bytes)) fail(source, "not a PNG file (bad signature)");
   PngIo io;
@@ -228,6 +238,7 @@ torch::Tensor decode_png_from(const std::string& bytes, const std::string& sourc
   if (!png_read_layout(reader.png(), reader.info(), &layout)) fail(source, std::string("bad PNG data: ") + io.error);
 
   const int64_t height = layout.height, width = layout.width, channels = layout.channels;
+  check_pixel_count(source, width, height);
   const size_t bytes_per_sample = layout.bit_depth == 16 ? 2 : 1;
   if (layout.row_bytes != static_cast<size_t>(width * channels) * bytes_per_sample) {
     fail(source, "unexpected PNG row layout (bit depth " + std::to_string(layout.bit_depth) + ")");
@@ -422,6 +433,7 @@ torch::Tensor decode_jpeg_from(const std::string& bytes, const std::string& sour
     fail(source, std::string("bad JPEG data: ") + decoder.err.message);
   }
   const int64_t height = layout.height, width = layout.width, channels = layout.components;
+  check_pixel_count(source, width, height);
   if (channels != (layout.cmyk ? 4 : 3)) fail(source, "unexpected JPEG output with " + std::to_string(channels) + " channels");
 
   auto image = torch::empty({height, width, 3}, torch::kUInt8);
@@ -438,6 +450,16 @@ torch::Tensor decode_jpeg_from(const std::string& bytes, const std::string& sour
 }
 
 }  // namespace
+
+int64_t max_image_pixels() {
+  constexpr int64_t kDefault = int64_t{1} << 28;
+  const char* v = std::getenv("EDGEFORGE_MAX_IMAGE_PIXELS");
+  if (!v || !*v) return kDefault;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || n <= 0) throw InputError(std::string("EDGEFORGE_MAX_IMAGE_PIXELS: expected a positive integer, got '") + v + "'");
+  return n;
+}
 
 torch::Tensor read_png(const std::filesystem::path& path) { return decode_png_from(read_whole_file(path), path.string()); }
 

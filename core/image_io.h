@@ -28,6 +28,12 @@ void write_png(const std::filesystem::path& path, const torch::Tensor& hwc);
 torch::Tensor read_jpeg(const std::filesystem::path& path);
 torch::Tensor decode_jpeg(const std::string& bytes);
 
+// The most pixels (width x height) an image read here may have: a larger one is refused, naming the
+// file and its size, before its pixels are allocated (a corrupt or hostile header can announce
+// billions). Default 2^28 (16384 x 16384); the environment variable EDGEFORGE_MAX_IMAGE_PIXELS sets
+// another (InputError when it is not a positive integer).
+int64_t max_image_pixels();
+
 // PNG or JPEG, chosen by the file's signature (PNG magic / JPEG SOI), not by its extension.
 torch::Tensor read_image(const std::filesystem::path& path);
 

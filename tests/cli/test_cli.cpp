@@ -53,6 +53,10 @@ TEST_CASE("cli: quickstart in a tiny mode trains / its loss falls / outputs are 
   INFO(e.output);
   CHECK(e.exit_code == 0);
   CHECK_THAT(e.output, Contains("eval/acc"));
+  // stdout is the metrics' JSON alone (logs go to stderr), so that scripts can parse it
+  e = run_command("(" + cli() + " eval " + quote(run.string()) + " 2>/dev/null)");  // run_command adds 2>&1 outside
+  REQUIRE(e.exit_code == 0);
+  CHECK(nlohmann::json::parse(e.output).contains("eval/acc"));
 }
 
 TEST_CASE("cli: bad input gets a clear message and exit code 2", "[cli][errors]") {

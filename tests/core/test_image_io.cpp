@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "core/config.h"
 #include "core/image_io.h"
 #include "tests/test_support.h"
 
@@ -321,4 +322,22 @@ TEST_CASE("image_io: make_grid tiles a batch with padding", "[image_io]") {
   CHECK(ef::make_grid(batch, 5, 0).sizes() == torch::IntArrayRef({3, 4, 30}));
   CHECK_THROWS(ef::make_grid(batch, 0));
   CHECK_THROWS(ef::make_grid(batch[0], 2));
+}
+
+TEST_CASE("image_io: an image above the pixel limit is refused before its pixels are read", "[image_io][errors]") {
+  ef::test::ScratchDir dir("image-limit");
+  const fs::path png = dir.path / "a.png", jpg = dir.path / "a.jpg";
+  ef::write_png(png, torch::zeros({6, 5, 3}, torch::kUInt8));
+  write_test_jpeg(jpg, 5, 6, 3, JCS_RGB, [](int, int, unsigned char* out) { out[0] = out[1] = out[2] = 9; });
+  ::setenv("EDGEFORGE_MAX_IMAGE_PIXELS", "29", 1);
+  CHECK_THROWS_AS(ef::read_image(png), ef::InputError);
+  CHECK_THROWS_WITH(ef::read_image(png), Catch::Matchers::Contains("a.png: 5 x 6 pixels is more than the limit of 29"));
+  CHECK_THROWS_WITH(ef::read_image(jpg), Catch::Matchers::Contains("a.jpg: 5 x 6 pixels is more than the limit of 29"));
+  ::setenv("EDGEFORGE_MAX_IMAGE_PIXELS", "30", 1);
+  CHECK(ef::read_image(png).sizes() == torch::IntArrayRef({6, 5, 3}));
+  CHECK(ef::read_image(jpg).sizes() == torch::IntArrayRef({6, 5, 3}));
+  ::setenv("EDGEFORGE_MAX_IMAGE_PIXELS", "lots", 1);
+  CHECK_THROWS_WITH(ef::read_image(png), Catch::Matchers::Contains("EDGEFORGE_MAX_IMAGE_PIXELS"));
+  ::unsetenv("EDGEFORGE_MAX_IMAGE_PIXELS");
+  CHECK(ef::max_image_pixels() == (int64_t{1} << 28));
 }
