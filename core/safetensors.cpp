@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <limits>
 
 #include "core/config.h"
 #include "core/atomic_file.h"
@@ -69,20 +70,38 @@ TensorMap decode_safetensors(const std::string& bytes, const std::string& source
   }
   const size_t data_begin = 8 + n, data_size = bytes.size() - data_begin;
   TensorMap out;
+  if (!header.is_object()) throw InputError(source + ": corrupt safetensors header (not a JSON object)");
   for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (metadata) *metadata = it.value().get<Metadata>();
-      continue;
+    const std::string where = source + ": corrupt safetensors entry '" + it.key() + "'";
+    torch::Dtype dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint64_t> off;
+    try {  // a header that is JSON but not the format's: named, not the JSON library's bare message
+      if (it.key() == "__metadata__") {
+        if (metadata) *metadata = it.value().get<Metadata>();
+        continue;
+      }
+      const auto& e = it.value();
+      dtype = dtype_from(e.at("dtype").get<std::string>(), source);
+      shape = e.at("shape").get<std::vector<int64_t>>();
+      off = e.at("data_offsets").get<std::vector<uint64_t>>();
+    } catch (const nlohmann::json::exception& x) {
+      throw InputError(where + ": " + x.what());
     }
-    const auto& e = it.value();
-    torch::Dtype dtype = dtype_from(e.at("dtype").get<std::string>(), source);
-    std::vector<int64_t> shape = e.at("shape").get<std::vector<int64_t>>();
-    auto off = e.at("data_offsets").get<std::vector<size_t>>();
+    // the size the shape announces, checked against the data before anything is allocated
+    uint64_t numel = 1;
+    for (int64_t d : shape) {
+      if (d < 0) throw InputError(where + " (negative dimension " + std::to_string(d) + ")");
+      if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d))
+        throw InputError(where + " (its shape overflows)");
+      numel *= static_cast<uint64_t>(d);
+    }
+    const uint64_t element = static_cast<uint64_t>(c10::elementSize(dtype));
+    if (numel > data_size / std::max<uint64_t>(element, 1) || off.size() != 2 || off[1] < off[0] || off[1] > data_size ||
+        off[1] - off[0] != numel * element)
+      throw InputError(where + " (data offsets do not match its shape)");
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    size_t want = t.numel() * t.element_size();
-    if (off.size() != 2 || off[1] < off[0] || off[1] > data_size || off[1] - off[0] != want)
-      throw InputError(source + ": corrupt safetensors entry '" + it.key() + "' (data offsets do not match its shape)");
-    std::memcpy(t.data_ptr(), bytes.data() + data_begin + off[0], want);
+    std::memcpy(t.data_ptr(), bytes.data() + data_begin + off[0], static_cast<size_t>(numel * element));
     out.emplace(it.key(), t);
   }
   return out;
