@@ -15,6 +15,7 @@
 #include "flow/flow_io.h"
 #include "splatting/colmap.h"
 #include "splatting/ply.h"
+#include "tests/core/jpeg_writer.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;
@@ -67,6 +68,13 @@ const std::vector<Format>& formats() {
   static const std::vector<Format> all = {
       {"png", "a.png", [](const fs::path& d) { ef::write_png(d / "a.png", torch::randint(0, 255, {6, 5, 3}).to(torch::kUInt8)); },
        [](const fs::path& d) { (void)ef::read_image(d / "a.png"); }},
+      {"jpeg", "a.jpg",
+       [](const fs::path& d) {
+         ef::test::write_test_jpeg(d / "a.jpg", 9, 7, 3, JCS_RGB, [](int x, int y, unsigned char* out) {
+           out[0] = static_cast<unsigned char>(20 * x), out[1] = static_cast<unsigned char>(30 * y), out[2] = 90;
+         });
+       },
+       [](const fs::path& d) { (void)ef::read_image(d / "a.jpg"); }},
       {"safetensors", "w.safetensors",
        [](const fs::path& d) { ef::save_safetensors(d / "w.safetensors", {{"a.weight", torch::randn({3, 4})}, {"b", torch::arange(6)}}, {{"k", "v"}}); },
        [](const fs::path& d) { (void)ef::load_safetensors(d / "w.safetensors"); }},

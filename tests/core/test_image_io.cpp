@@ -2,6 +2,7 @@
 
 #include "core/config.h"
 #include "core/image_io.h"
+#include "tests/core/jpeg_writer.h"
 #include "tests/test_support.h"
 
 #include <cstdio>  // before jpeglib.h, which needs FILE
@@ -17,6 +18,7 @@
 
 namespace fs = std::filesystem;
 using Catch::Contains;
+using ef::test::write_test_jpeg;
 
 namespace {
 
@@ -32,37 +34,6 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
 std::string read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Writes a JPEG with libjpeg itself, independently of the code under test. `pixel(x, y, out)`
-// fills `components` samples. libjpeg's default error handler exits, which is fine in a test.
-void write_test_jpeg(const fs::path& path, int width, int height, int components, J_COLOR_SPACE space,
-                     const std::function<void(int, int, unsigned char*)>& pixel) {
-  FILE* file = std::fopen(path.c_str(), "wb");
-  REQUIRE(file != nullptr);
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr err;
-  cinfo.err = jpeg_std_error(&err);
-  jpeg_create_compress(&cinfo);
-  jpeg_stdio_dest(&cinfo, file);
-  cinfo.image_width = width;
-  cinfo.image_height = height;
-  cinfo.input_components = components;
-  cinfo.in_color_space = space;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 100, TRUE);
-  // No chroma subsampling: the tests measure the decoder, not the encoder's colour averaging.
-  for (int c = 0; c < cinfo.num_components; ++c) cinfo.comp_info[c].h_samp_factor = cinfo.comp_info[c].v_samp_factor = 1;
-  jpeg_start_compress(&cinfo, TRUE);
-  std::vector<unsigned char> row(static_cast<size_t>(width) * components);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    for (int x = 0; x < width; ++x) pixel(x, static_cast<int>(cinfo.next_scanline), &row[static_cast<size_t>(x) * components]);
-    JSAMPROW rows[1] = {row.data()};
-    jpeg_write_scanlines(&cinfo, rows, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  std::fclose(file);
 }
 
 // Smooth RGB gradient: JPEG at quality 100 keeps it within a few levels.
