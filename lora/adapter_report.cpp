@@ -6,6 +6,7 @@
 #include "core/safetensors.h"
 #include "lora/adapter_run.h"
 #include "lora/analysis.h"
+#include "lora/hollow.h"
 
 namespace ef::lora {
 namespace fs = std::filesystem;
@@ -39,6 +40,10 @@ std::string run_adapter_report(const AdapterReportJob& job) {
   if (!job.against.empty()) other = attach_adapter_run(model, {job.against, 1.0}, base);
   std::vector<LayerAnalysis> rows = analyse(*own.front().ptr(), other.empty() ? nullptr : other.front().ptr().get());
   std::string text = "adapters of " + dir.string() + (other.empty() ? "" : " (φ against " + job.against.string() + ")") + "\n" + format_table(rows);
+  // Hollowed Net's layer-significance analysis: mean |ΔW| per UNet unit (lora/hollow.h)
+  bool linear = true;
+  for (const auto& l : own.front()->layers()) linear = linear && l.adapter->weight_equivalent();
+  if (linear) text += "\nmean |ΔW| per UNet unit, largest first:\n" + format_significance(unit_significance(*own.front().ptr(), model.unet->options()));
   if (!job.json.empty()) write_file_atomically(job.json, to_json(rows).dump(2));
   return text;
 }

@@ -3,6 +3,7 @@
 // brief §2.4 and Fig. 4, B.1; lora/analysis.h) per adapted layer, with the subspace similarity φ
 // against a second run's adapters on the same layers. The base UNet is the one the run was
 // trained against (its config's frozen record), so the amplification factor reads the right W0.
+// Then the mean |ΔW| per UNet unit (Hollowed Net's layer-significance analysis, lora/hollow.h).
 #include <filesystem>
 #include <string>
 

@@ -91,6 +91,10 @@ TEST_CASE("personalize through the CLI: Hollowed Net, its cache and transfer, Lo
     auto r = runs.cli("export " + quote(runs.latest("personalize-tiny").string()) + " --format merged --out merged");
     INFO(r.output);
     CHECK(r.exit_code == 0);
+    // the per-layer analyses and the per-unit significance of the retained layers
+    r = runs.cli("adapters runs/personalize-tiny");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output, Contains("mean |ΔW| per UNet unit") && Contains("up_blocks.1.resnets.1") && !Contains("mid_block "));
   }
 
   SECTION("prior preservation: class rows join every step, in the cache too; off for a folder of images") {
