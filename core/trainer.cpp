@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <sstream>
 
+#include "core/atomic_file.h"
 #include "core/progress.h"
 #include "core/qat.h"
 
@@ -166,7 +168,12 @@ void Trainer::save_checkpoint(int64_t step, const Scalars& metrics) {
     torch::serialize::OutputArchive extra;
     recipe_.save_state(extra);
     archive.write("recipe", extra);
-    archive.save_to((dir / "trainer.pt").string());
+    // Serialised in memory, then written by the project's file writer: LibTorch's own file writer
+    // throws from its destructor when the disk is full, which terminates the process instead of
+    // failing the save (the checkpoint store then removes the partial folder and reports it).
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    write_file_atomically(dir / "trainer.pt", bytes.str());
   }, meta);
 }
 

@@ -258,3 +258,35 @@ TEST_CASE("config: integer options that would crash or hang are refused, naming 
     CHECK_FALSE(fs::exists(run / "ckpt"));
   }
 }
+
+TEST_CASE("full disk: a checkpoint that does not fit fails with the reason, leaves no partial folder, and the run continues once there is room",
+          "[disk][checkpoint]") {
+  ef::test::ScratchDir dir("full-disk");
+  const fs::path disk = dir.path / "disk";
+  fs::create_directories(disk);
+  // a 96 KiB file system: the run's config and log fit, its first checkpoint (~100 KiB) does not
+  if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=96k tmpfs " + ef::test::quote(disk.string()) + " 2>/dev/null").c_str()) != 0) {
+    WARN("the full-disk test needs to mount a small tmpfs (root, and a system that permits it): skipped");
+    return;
+  }
+  struct Unmount {  // the run's log file is the last thing open there: close it, then unmount
+    fs::path at;
+    ~Unmount() {
+      ef::setup_logging({}, true);
+      (void)std::system(("umount -l " + ef::test::quote(at.string())).c_str());
+    }
+  } unmount{disk};
+  ef::LaunchOptions o = tiny_launch(disk / "run");
+  o.overrides.back() = "data.path=\"" + (dir.path / "shapes.h5").string() + "\"";  // the data outside the small disk
+  std::string error = "(no error)";
+  try {
+    ef::launch_training(tiny_config(), o);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  CHECK_THAT(error, Contains("No space left on device") && Contains("trainer.pt"));
+  for (const auto& e : fs::directory_iterator(disk / "run" / "ckpt")) CHECK(e.path().filename().string().find("partial") == std::string::npos);
+  // room again: the same launch continues the run to its end
+  REQUIRE(std::system(("mount -o remount,size=8m " + ef::test::quote(disk.string())).c_str()) == 0);
+  CHECK(ef::launch_training(tiny_config(), o).outcome.step == 4);
+}
