@@ -79,6 +79,13 @@ void write_folder_atomically(const fs::path& path_in, const std::function<void(c
   }
 }
 
+void write_file_if_changed(const fs::path& path, const std::string& bytes) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec) && read_file(path) == bytes) return;
+  if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
+  write_file_atomically(path, bytes);
+}
+
 void write_file_atomically(const fs::path& path, const std::string& bytes) {
   write_atomically_via(path, [&](const fs::path& tmp) {
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -9,6 +9,10 @@
 namespace ef {
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
+// Writes `bytes` (atomically, creating the parent folders) only when the file is missing or holds
+// something else: a recipe that records a file in its run folder when it is built leaves a finished
+// run untouched when it is evaluated or exported, read-only copies included.
+void write_file_if_changed(const std::filesystem::path& path, const std::string& bytes);
 // For writers that stream: `fill` writes into the given temporary path (any API), then the file is
 // fsync'ed and renamed. If `fill` throws, the temporary is removed and the exception propagates.
 void write_atomically_via(const std::filesystem::path& path, const std::function<void(const std::filesystem::path& tmp)>& fill);

@@ -62,9 +62,8 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
     // The diffusers configs of this run's networks: with a checkpoint's unet.safetensors and
     // autoencoder.safetensors they make UNet2DConditionModel and AutoencoderTiny in Python.
     if (!ctx.run_dir.empty()) {
-      fs::create_directories(ctx.run_dir);
-      write_file_atomically(ctx.run_dir / "diffusers_unet_config.json", net_->unet->options().diffusers_config().dump(2));
-      write_file_atomically(ctx.run_dir / "diffusers_autoencoder_config.json", net_->autoencoder->options().diffusers_config().dump(2));
+      write_file_if_changed(ctx.run_dir / "diffusers_unet_config.json", net_->unet->options().diffusers_config().dump(2));
+      write_file_if_changed(ctx.run_dir / "diffusers_autoencoder_config.json", net_->autoencoder->options().diffusers_config().dump(2));
     }
     for (const auto& p : net_->unet->parameters()) params_.push_back(p);
     for (const auto& p : net_->text->parameters()) params_.push_back(p);

@@ -131,8 +131,7 @@ class ClassifyRecipe : public Recipe {
     if (!ctx.run_dir.empty()) {
       nlohmann::json classes = {{"kind", data_.kind}, {"attribute", data_.attribute.empty() ? nlohmann::json() : nlohmann::json(data_.attribute)},
                                 {"classes", data_.classes}};
-      fs::create_directories(ctx.run_dir);
-      write_file_atomically(ctx.run_dir / "classes.json", classes.dump(2) + "\n");
+      write_file_if_changed(ctx.run_dir / "classes.json", classes.dump(2) + "\n");
     }
   }
 

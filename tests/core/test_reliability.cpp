@@ -290,3 +290,35 @@ TEST_CASE("full disk: a checkpoint that does not fit fails with the reason, leav
   REQUIRE(std::system(("mount -o remount,size=8m " + ef::test::quote(disk.string())).c_str()) == 0);
   CHECK(ef::launch_training(tiny_config(), o).outcome.step == 4);
 }
+
+TEST_CASE("read-only run folder: eval and export of a finished run write nothing into it", "[readonly][cli]") {
+  ef::test::ScratchDir dir("read-only");
+  const fs::path disk = dir.path / "disk";
+  fs::create_directories(disk);
+  // root writes through file permissions, so the folder is made read-only by its file system
+  if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=8m tmpfs " + ef::test::quote(disk.string()) + " 2>/dev/null").c_str()) != 0) {
+    WARN("the read-only test needs to mount a small tmpfs (root, and a system that permits it): skipped");
+    return;
+  }
+  struct Unmount {
+    fs::path at;
+    ~Unmount() {
+      ef::setup_logging({}, true);
+      (void)std::system(("umount -l " + ef::test::quote(at.string())).c_str());
+    }
+  } unmount{disk};
+  const std::string cli = ef::test::env_or_fail("EDGEFORGE_CLI"), run = ef::test::quote((disk / "run").string());
+  // trained by another process, whose files are all closed when it exits
+  auto r = ef::test::run_command(cli + " train " + ef::test::quote(tiny_config().string()) + " --run-dir " + run + " --quiet --set " +
+                                 ef::test::quote("data.path=\"" + (dir.path / "shapes.h5").string() + "\""));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(std::system(("mount -o remount,ro " + ef::test::quote(disk.string())).c_str()) == 0);
+  r = ef::test::run_command(cli + " eval " + run);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Contains("eval/acc"));
+  r = ef::test::run_command(cli + " export " + run + " --out " + ef::test::quote((dir.path / "exported").string()));
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
