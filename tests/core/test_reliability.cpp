@@ -74,6 +74,27 @@ bool process_gone(pid_t pid) {  // a zombie waiting to be reaped counts as gone
   auto close_paren = line.rfind(')');
   return close_paren != std::string::npos && line.size() > close_paren + 2 && line[close_paren + 2] == 'Z';
 }
+
+// A small tmpfs mounted at <scratch>/<name> for the life of the object (root only: `mounted` is
+// false where it cannot be mounted, and the test is then skipped with a warning). Unmounting first
+// closes the log file a run opened there.
+struct SmallTmpfs {
+  fs::path at;
+  bool mounted = false;
+  SmallTmpfs(const fs::path& folder, const std::string& size) : at(folder) {
+    fs::create_directories(at);
+    mounted = ::geteuid() == 0 &&
+              std::system(("mount -t tmpfs -o size=" + size + " tmpfs " + ef::test::quote(at.string()) + " 2>/dev/null").c_str()) == 0;
+  }
+  bool remount(const std::string& options) const {
+    return std::system(("mount -o remount," + options + " " + ef::test::quote(at.string())).c_str()) == 0;
+  }
+  ~SmallTmpfs() {
+    if (!mounted) return;
+    ef::setup_logging({}, true);
+    (void)std::system(("umount -l " + ef::test::quote(at.string())).c_str());
+  }
+};
 }  // namespace
 
 TEST_CASE("checkpoint integrity: a flipped byte in the weights or the trainer state is reported, naming the file", "[checkpoint][integrity]") {
@@ -262,20 +283,13 @@ TEST_CASE("config: integer options that would crash or hang are refused, naming 
 TEST_CASE("full disk: a checkpoint that does not fit fails with the reason, leaves no partial folder, and the run continues once there is room",
           "[disk][checkpoint]") {
   ef::test::ScratchDir dir("full-disk");
-  const fs::path disk = dir.path / "disk";
-  fs::create_directories(disk);
   // a 96 KiB file system: the run's config and log fit, its first checkpoint (~100 KiB) does not
-  if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=96k tmpfs " + ef::test::quote(disk.string()) + " 2>/dev/null").c_str()) != 0) {
+  SmallTmpfs small(dir.path / "disk", "96k");
+  if (!small.mounted) {
     WARN("the full-disk test needs to mount a small tmpfs (root, and a system that permits it): skipped");
     return;
   }
-  struct Unmount {  // the run's log file is the last thing open there: close it, then unmount
-    fs::path at;
-    ~Unmount() {
-      ef::setup_logging({}, true);
-      (void)std::system(("umount -l " + ef::test::quote(at.string())).c_str());
-    }
-  } unmount{disk};
+  const fs::path disk = small.at;
   ef::LaunchOptions o = tiny_launch(disk / "run");
   o.overrides.back() = "data.path=\"" + (dir.path / "shapes.h5").string() + "\"";  // the data outside the small disk
   std::string error = "(no error)";
@@ -287,33 +301,26 @@ TEST_CASE("full disk: a checkpoint that does not fit fails with the reason, leav
   CHECK_THAT(error, Contains("No space left on device") && Contains("trainer.pt"));
   for (const auto& e : fs::directory_iterator(disk / "run" / "ckpt")) CHECK(e.path().filename().string().find("partial") == std::string::npos);
   // room again: the same launch continues the run to its end
-  REQUIRE(std::system(("mount -o remount,size=8m " + ef::test::quote(disk.string())).c_str()) == 0);
+  REQUIRE(small.remount("size=8m"));
   CHECK(ef::launch_training(tiny_config(), o).outcome.step == 4);
 }
 
 TEST_CASE("read-only run folder: eval and export of a finished run write nothing into it", "[readonly][cli]") {
   ef::test::ScratchDir dir("read-only");
-  const fs::path disk = dir.path / "disk";
-  fs::create_directories(disk);
   // root writes through file permissions, so the folder is made read-only by its file system
-  if (::geteuid() != 0 || std::system(("mount -t tmpfs -o size=8m tmpfs " + ef::test::quote(disk.string()) + " 2>/dev/null").c_str()) != 0) {
+  SmallTmpfs small(dir.path / "disk", "8m");
+  if (!small.mounted) {
     WARN("the read-only test needs to mount a small tmpfs (root, and a system that permits it): skipped");
     return;
   }
-  struct Unmount {
-    fs::path at;
-    ~Unmount() {
-      ef::setup_logging({}, true);
-      (void)std::system(("umount -l " + ef::test::quote(at.string())).c_str());
-    }
-  } unmount{disk};
+  const fs::path disk = small.at;
   const std::string cli = ef::test::env_or_fail("EDGEFORGE_CLI"), run = ef::test::quote((disk / "run").string());
   // trained by another process, whose files are all closed when it exits
   auto r = ef::test::run_command(cli + " train " + ef::test::quote(tiny_config().string()) + " --run-dir " + run + " --quiet --set " +
                                  ef::test::quote("data.path=\"" + (dir.path / "shapes.h5").string() + "\""));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  REQUIRE(std::system(("mount -o remount,ro " + ef::test::quote(disk.string())).c_str()) == 0);
+  REQUIRE(small.remount("ro"));
   r = ef::test::run_command(cli + " eval " + run);
   INFO(r.output);
   CHECK(r.exit_code == 0);
