@@ -13,7 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-torch::Tensor signed_images(const torch::Tensor& nhwc) { return nhwc.permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1); }
 
 // Rows scaled to unit length (an all-zero row, an image without colour, stays zero: it
 // is similar to nothing).
@@ -48,7 +47,7 @@ double heldout_loss(LatentDiffusion& model, const SubjectDataset& data, uint64_t
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<std::string> texts;
   for (int64_t i = 0; i < data.size(); ++i) texts.push_back(data.text_at(i));
-  const torch::Tensor z = model.encode(signed_images(data.images()).to(model.device())) * model.latent_scale();
+  const torch::Tensor z = model.encode(signed_scene_images(data.images()).to(model.device())) * model.latent_scale();
   const torch::Tensor context = model.embed_text(texts);
   double total = 0;
   for (int64_t d = 0; d < draws; ++d)
@@ -101,13 +100,13 @@ PersonalizeEvaluator::PersonalizeEvaluator(PersonalizeEvalOptions options, const
 
 void PersonalizeEvaluator::prepare(LatentDiffusion& model) {
   if (prepared_) return;
-  const torch::Tensor train_images = signed_images(train_.images());
+  const torch::Tensor train_images = signed_scene_images(train_.images());
   if (!val_) {
     reference_ = unit_rows(subject_features(train_images));
     prepared_ = true;
     return;
   }
-  const torch::Tensor val_images = signed_images(val_->images()), class_images = signed_images(class_->images());
+  const torch::Tensor val_images = signed_scene_images(val_->images()), class_images = signed_scene_images(class_->images());
   const torch::Tensor class_features = subject_features(class_images), val_features = subject_features(val_images);
   reference_ = unit_rows(val_features);
   references_["sim_real"] = mean_cosine(unit_rows(subject_features(train_images)), reference_);

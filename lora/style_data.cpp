@@ -177,7 +177,6 @@ void generate_styles(const StyleDataParams& p, const fs::path& path) {
   for (auto& s : splits) {
     s.images = torch::empty({s.n, S, S, 3}, torch::kUInt8);
     s.plain = torch::empty({s.n, S, S, 3}, torch::kUInt8);
-    s.text = torch::zeros({s.n, T}, torch::kUInt8);
     s.labels = torch::empty({s.n, A}, torch::kInt64);
     std::vector<std::string> captions(static_cast<size_t>(s.n));
     at::parallel_for(0, s.n, 8, [&](int64_t begin, int64_t end) {
@@ -195,13 +194,7 @@ void generate_styles(const StyleDataParams& p, const fs::path& path) {
         captions[static_cast<size_t>(i)] = scene_caption(attrs, l);
       }
     });
-    for (int64_t i = 0; i < s.n; ++i) {
-      const std::string& t = captions[static_cast<size_t>(i)];
-      if (static_cast<int64_t>(t.size()) > T)
-        throw ConfigError("the caption \"" + t + "\" is " + std::to_string(t.size()) + " bytes, more than max_text_bytes " +
-                          std::to_string(T) + "; raise max_text_bytes");
-      std::copy(t.begin(), t.end(), s.text.data_ptr<uint8_t>() + i * T);
-    }
+    s.text = scene_texts(captions, T, "caption");
   }
   write_h5_atomically(path, [&](H5File& f) {
     write_scene_root(f, "styles", p.to_json(), attrs);

@@ -29,7 +29,6 @@ std::string strength_suffix(double s) {
 }
 
 // Images [N,3,H,W] of a dataset (uint8 [N,H,W,3]) as floats in [-1,1].
-torch::Tensor signed_images(const torch::Tensor& nhwc) { return nhwc.permute({0, 3, 1, 2}).to(torch::kFloat32).div(127.5).sub(1); }
 
 }  // namespace
 
@@ -92,13 +91,13 @@ torch::Tensor StyleEvaluator::probe_features(const torch::Tensor& images) { retu
 
 void StyleEvaluator::prepare() {
   if (prepared_) return;
-  const torch::Tensor train_images = signed_images(train_.images());
+  const torch::Tensor train_images = signed_scene_images(train_.images());
   train_features_ = features(train_images);
-  val_features_ = features(signed_images(val_.images()));
-  unseen_features_ = features(signed_images(unseen_.images()));
-  probe_ = StyleProbe::fit(torch::cat({probe_features(train_images), probe_features(signed_images(val_.images()))}),
-                           torch::cat({probe_features(signed_images(train_.plain())), probe_features(signed_images(val_.plain()))}));
-  probe_accuracy_ = probe_->accuracy(probe_features(signed_images(unseen_.images())), probe_features(signed_images(unseen_.plain())));
+  val_features_ = features(signed_scene_images(val_.images()));
+  unseen_features_ = features(signed_scene_images(unseen_.images()));
+  probe_ = StyleProbe::fit(torch::cat({probe_features(train_images), probe_features(signed_scene_images(val_.images()))}),
+                           torch::cat({probe_features(signed_scene_images(train_.plain())), probe_features(signed_scene_images(val_.plain()))}));
+  probe_accuracy_ = probe_->accuracy(probe_features(signed_scene_images(unseen_.images())), probe_features(signed_scene_images(unseen_.plain())));
   train_spacing_ = copy_threshold(train_features_, 1.0);
   copy_threshold_ = opt_.copy_factor * train_spacing_;
   prepared_ = true;
@@ -155,7 +154,7 @@ Scalars StyleEvaluator::effective_ranks(const std::vector<Adapters>& adapters) {
   if (gated.empty()) return {};
   torch::NoGradGuard no_grad;
   const int64_t n = std::min<int64_t>(val_.size(), 16);
-  torch::Tensor images = signed_images(val_.images().narrow(0, 0, n)).to(model_.device());
+  torch::Tensor images = signed_scene_images(val_.images().narrow(0, 0, n)).to(model_.device());
   std::vector<std::string> prompts;
   for (int64_t i = 0; i < n; ++i) prompts.push_back(val_.text_at(i));
   torch::Tensor z0 = model_.encode(images) * model_.latent_scale();

@@ -74,14 +74,6 @@ torch::Tensor render_subject(const std::vector<SceneAttribute>& attrs, std::vect
   return (a * (1 - alpha) + paint * alpha).round().clamp(0, 255).to(torch::kUInt8);
 }
 
-void store_text(torch::Tensor& text, int64_t i, const std::string& t) {
-  const int64_t T = text.size(1);
-  if (static_cast<int64_t>(t.size()) > T)
-    throw ConfigError("the caption \"" + t + "\" is " + std::to_string(t.size()) + " bytes, more than max_text_bytes " + std::to_string(T) +
-                      "; raise max_text_bytes");
-  std::copy(t.begin(), t.end(), text.data_ptr<uint8_t>() + i * T);
-}
-
 }  // namespace
 
 SubjectDataParams SubjectDataParams::from(const Config& c) {
@@ -127,7 +119,7 @@ void generate_subjects(const SubjectDataParams& p, const fs::path& path) {
                                {"class", p.n_class, false, {}, {}, {}}};
   for (auto& s : splits) {
     s.images = torch::empty({s.n, S, S, 3}, torch::kUInt8);
-    s.text = torch::zeros({s.n, T}, torch::kUInt8);
+    std::vector<std::string> captions;
     s.labels = torch::empty({s.n, A}, torch::kInt64);
     for (int64_t i = 0; i < s.n; ++i) {
       std::mt19937_64 rng(splitmix64(splitmix64(p.scenes.seed ^ fnv1a64("subjects/" + std::to_string(p.subject) + "/" + s.name)) + static_cast<uint64_t>(i)));
@@ -148,8 +140,9 @@ void generate_subjects(const SubjectDataParams& p, const fs::path& path) {
         caption = scene_caption(attrs, l);
       }
       s.labels[i].copy_(torch::tensor(l));
-      store_text(s.text, i, caption);
+      captions.push_back(caption);
     }
+    s.text = scene_texts(captions, T, "caption");
   }
   write_h5_atomically(path, [&](H5File& f) {
     write_scene_root(f, "subjects", p.to_json(), attrs);
@@ -192,7 +185,7 @@ SubjectDataset SubjectDataset::from_folder(const fs::path& dir, const std::strin
   d.image_size_ = image_size;
   const int64_t N = static_cast<int64_t>(files.size()), T = std::max<int64_t>(64, static_cast<int64_t>(prompt.size()));
   d.images_ = torch::empty({N, image_size, image_size, 3}, torch::kUInt8);
-  d.text_ = torch::zeros({N, T}, torch::kUInt8);
+  d.text_ = scene_texts(std::vector<std::string>(static_cast<size_t>(N), prompt), T, "prompt");
   d.labels_ = torch::full({N, static_cast<int64_t>(d.attributes_.size())}, -1, torch::kInt64);
   for (int64_t i = 0; i < N; ++i) {
     torch::Tensor img;
@@ -206,7 +199,6 @@ SubjectDataset SubjectDataset::from_folder(const fs::path& dir, const std::strin
     torch::Tensor chw = img.narrow(2, 0, 3).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
     chw = F::interpolate(chw, F::InterpolateFuncOptions().size(std::vector<int64_t>{image_size, image_size}).mode(torch::kArea));
     d.images_[i].copy_(chw[0].permute({1, 2, 0}).round().clamp(0, 255).to(torch::kUInt8));
-    store_text(d.text_, i, prompt);
   }
   return d;
 }

@@ -135,19 +135,6 @@ std::string instruction(const std::vector<SceneAttribute>& attrs, const std::vec
 }
 
 // Text `s` into row `row` of a uint8 [N, T] tensor, zero-padded.
-void store_text(uint8_t* rows, int64_t row, int64_t width, const std::string& s) {
-  uint8_t* dst = rows + row * width;
-  std::fill(dst, dst + width, 0);
-  std::copy(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(s.size(), static_cast<size_t>(width))), dst);
-}
-
-void check_texts(const std::vector<std::string>& texts, const SceneDataParams& p, const char* what) {
-  for (const auto& t : texts)
-    if (static_cast<int64_t>(t.size()) > p.max_text_bytes)
-      throw ConfigError("the " + std::string(what) + " \"" + t + "\" is " + std::to_string(t.size()) +
-                        " bytes, more than max_text_bytes " + std::to_string(p.max_text_bytes) + "; raise max_text_bytes");
-}
-
 // The seed of sample `index` of `split` for generator `gen`.
 uint64_t sample_seed(const SceneDataParams& p, const std::string& gen, const std::string& split, int64_t index) {
   return splitmix64(splitmix64(p.seed ^ fnv1a64(gen + "/" + split)) + static_cast<uint64_t>(index));
@@ -285,7 +272,6 @@ void generate_captions(const SceneDataParams& p, const fs::path& path) {
   std::vector<Split> splits = {{"train", p.n_train, {}, {}, {}}, {"val", p.n_val, {}, {}, {}}};
   for (auto& s : splits) {
     s.images = torch::empty({s.n, S, S, 3}, torch::kUInt8);
-    s.text = torch::zeros({s.n, T}, torch::kUInt8);
     s.labels = torch::empty({s.n, A}, torch::kInt64);
     std::vector<std::string> captions(static_cast<size_t>(s.n));
     uint8_t* images = s.images.data_ptr<uint8_t>();
@@ -301,8 +287,7 @@ void generate_captions(const SceneDataParams& p, const fs::path& path) {
         captions[static_cast<size_t>(i)] = scene_caption(attrs, l);
       }
     });
-    check_texts(captions, p, "caption");
-    for (int64_t i = 0; i < s.n; ++i) store_text(s.text.data_ptr<uint8_t>(), i, T, captions[static_cast<size_t>(i)]);
+    s.text = scene_texts(captions, T, "caption");
   }
   write_h5_atomically(path, [&](H5File& f) {
     write_root(f, p, "captions");
@@ -326,7 +311,6 @@ void generate_edits(const SceneDataParams& p, const fs::path& path) {
   for (auto& s : splits) {
     s.source = torch::empty({s.n, S, S, 3}, torch::kUInt8);
     s.target = torch::empty({s.n, S, S, 3}, torch::kUInt8);
-    s.text = torch::zeros({s.n, T}, torch::kUInt8);
     s.source_labels = torch::empty({s.n, A}, torch::kInt64);
     s.target_labels = torch::empty({s.n, A}, torch::kInt64);
     s.edited = torch::empty({s.n}, torch::kInt64);
@@ -355,8 +339,7 @@ void generate_edits(const SceneDataParams& p, const fs::path& path) {
         instructions[static_cast<size_t>(i)] = instruction(attrs, from, to, a);
       }
     });
-    check_texts(instructions, p, "instruction");
-    for (int64_t i = 0; i < s.n; ++i) store_text(s.text.data_ptr<uint8_t>(), i, T, instructions[static_cast<size_t>(i)]);
+    s.text = scene_texts(instructions, T, "instruction");
   }
   write_h5_atomically(path, [&](H5File& f) {
     write_root(f, p, "edits");
@@ -456,6 +439,22 @@ torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_
 
 torch::Tensor signed_scene_image(const torch::Tensor& hwc) {
   return hwc.permute({2, 0, 1}).to(torch::kFloat32).div_(127.5f).sub_(1.0f);
+}
+
+torch::Tensor signed_scene_images(const torch::Tensor& nhwc) {
+  return nhwc.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(127.5f).sub_(1.0f);
+}
+
+torch::Tensor scene_texts(const std::vector<std::string>& texts, int64_t max_text_bytes, const std::string& what) {
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(texts.size()), max_text_bytes}, torch::kUInt8);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string& t = texts[i];
+    if (static_cast<int64_t>(t.size()) > max_text_bytes)
+      throw ConfigError("the " + what + " \"" + t + "\" is " + std::to_string(t.size()) + " bytes, more than max_text_bytes " +
+                        std::to_string(max_text_bytes) + "; raise max_text_bytes");
+    std::copy(t.begin(), t.end(), out.data_ptr<uint8_t>() + static_cast<int64_t>(i) * max_text_bytes);
+  }
+  return out;
 }
 
 CaptionsDataset::CaptionsDataset(const fs::path& path, const std::string& split) {

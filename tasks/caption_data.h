@@ -81,8 +81,13 @@ torch::Tensor render_scene(const std::vector<SceneAttribute>& attributes, const 
 void write_scene_root(H5File& f, const std::string& generator, const nlohmann::json& params, const std::vector<SceneAttribute>& attributes);
 // uint8 [n, H, H, 3] dataset `name` of a scene file, checked (the error names the file and dataset).
 torch::Tensor read_scene_images(const H5File& f, const std::string& name, int64_t n);
-// uint8 [H, W, 3] -> float [3, H, W] in [-1, 1], as every scene dataset hands images out.
+// uint8 [H, W, 3] -> float [3, H, W] in [-1, 1], as every scene dataset hands images out; and the
+// same for a stack, uint8 [N, H, W, 3] -> float [N, 3, H, W].
 torch::Tensor signed_scene_image(const torch::Tensor& hwc);
+torch::Tensor signed_scene_images(const torch::Tensor& nhwc);
+// Texts as a scene file stores them: uint8 [N, max_text_bytes], UTF-8, zero-padded. ConfigError for a
+// text longer than max_text_bytes, naming it (`what`: "caption", "instruction").
+torch::Tensor scene_texts(const std::vector<std::string>& texts, int64_t max_text_bytes, const std::string& what);
 
 // Writes the whole set into `path` atomically; throws before writing anything when a text does not
 // fit in max_text_bytes.
