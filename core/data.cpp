@@ -29,7 +29,7 @@ Batch to_device(const Batch& batch, const torch::Device& device) {
 LoaderOptions LoaderOptions::from(const Config& data, uint64_t seed, int64_t batch_size) {
   LoaderOptions o;
   o.batch_size = data.get<int64_t>("batch_size", batch_size);
-  o.workers = static_cast<int>(data.get<int64_t>("workers", o.workers));
+  o.workers = data.get<int>("workers", o.workers);
   if (o.batch_size < 1) data.invalid("batch_size", "must be at least 1, got " + std::to_string(o.batch_size));
   if (o.workers < 0) data.invalid("workers", "must be >= 0 (0: load on the training thread), got " + std::to_string(o.workers));
   o.seed = seed;
@@ -39,10 +39,12 @@ LoaderOptions LoaderOptions::from(const Config& data, uint64_t seed, int64_t bat
 Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
     : dataset_(std::move(dataset)), opt_(options) {
   TORCH_CHECK(opt_.batch_size > 0, "data.batch_size must be positive, got ", opt_.batch_size);
-  TORCH_CHECK(dataset_->size() >= (opt_.drop_last ? opt_.batch_size : 1), "dataset has ", dataset_->size(),
-              " samples, fewer than one batch of ", opt_.batch_size);
+  if (dataset_->size() < (opt_.drop_last ? opt_.batch_size : 1))  // the data or data.batch_size is the user's to fix
+    throw InputError("the training data has " + std::to_string(dataset_->size()) + " samples, fewer than one batch of " +
+                     std::to_string(opt_.batch_size) + " (data.batch_size)");
   claim_ = pos_;
-  start_workers();
+  // workers start with the first next(): a recipe built for eval, export or `train --check`
+  // never loads a training batch
 }
 
 Loader::~Loader() { stop_workers(); }
@@ -126,6 +128,7 @@ Batch Loader::next() {
     pos_ = after(pos_);
     return b;
   }
+  if (threads_.empty()) start_workers();
   std::unique_lock<std::mutex> lock(mu_);
   auto key = std::make_pair(pos_.epoch, pos_.batch);
   cv_.wait(lock, [&] { return error_ || ready_.count(key) > 0; });
@@ -144,8 +147,7 @@ void Loader::seek(LoaderPosition pos) {
   ready_.clear();
   claimed_ahead_ = 0;
   error_ = nullptr;
-  pos_ = claim_ = pos;
-  start_workers();
+  pos_ = claim_ = pos;  // the workers restart with the next next()
 }
 
 void save_loader_position(torch::serialize::OutputArchive& archive, const Loader& loader, const std::string& prefix) {
