@@ -10,7 +10,7 @@ void add_train(CLI::App& app, Action& action) {
   struct Args {
     std::string config, run_dir, runs = "runs", resume;
     std::vector<std::string> set;
-    bool allow_change = false, quiet = false;
+    bool allow_change = false, quiet = false, check = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("config", a->config, "recipe config (configs/*.json)")->check(CLI::ExistingFile);
@@ -20,9 +20,15 @@ void add_train(CLI::App& app, Action& action) {
   cmd->add_option("--resume", a->resume, "continue this run folder from its latest checkpoint")->check(CLI::ExistingDirectory);
   cmd->add_flag("--allow-config-change", a->allow_change, "resume even though the resolved config changed");
   cmd->add_flag("--quiet", a->quiet, "no progress bar or console metrics");
+  cmd->add_flag("--check", a->check, "validate the config (and --set overrides) as training would, print the resolved config, write no run");
   cmd->callback([a, &action] {
     action = [a] {
       if (a->config.empty() && a->resume.empty()) throw ConfigError("train: give a config file, or --resume RUN_DIR");
+      if (a->check) {
+        if (a->config.empty()) throw ConfigError("train --check: give a config file");
+        std::cout << check_config(a->config, a->set).root().dump(2) << "\n";
+        return kOk;
+      }
       LaunchOptions o;
       o.overrides = a->set;
       o.runs_root = a->runs;

@@ -61,7 +61,7 @@ Config Config::load(const std::filesystem::path& file) {
   nlohmann::json tree;
   try {
     tree = nlohmann::json::parse(text.str(), nullptr, true, /*ignore_comments=*/true);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number out of range (1e400)
     throw ConfigError(file.string() + ": invalid JSON: " + e.what());
   }
   return from_json(std::move(tree), file.string());
@@ -78,6 +78,8 @@ void Config::apply_override(const std::string& assignment) {
     value = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error&) {
     value = text;  // bare words are strings
+  } catch (const nlohmann::json::exception& e) {  // 1e400
+    throw ConfigError("override '" + assignment + "': " + e.what());
   }
   nlohmann::json* cur = &node();
   std::stringstream parts(dotted);

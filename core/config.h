@@ -7,8 +7,11 @@
 // key nobody read into an error with a "did you mean" suggestion: a typo never silently does nothing.
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -43,6 +46,12 @@ class Config {
 
   template <class T> T get(const std::string& key, const T& fallback) const;
   template <class T> T require(const std::string& key) const;
+  // A number that must be at least `least` (a count, a size): refused naming the key otherwise.
+  template <class T> T get_at_least(const std::string& key, const T& fallback, const T& least) const {
+    const T v = get<T>(key, fallback);
+    if (v < least) invalid(key, "must be >= " + std::to_string(least) + ", got " + std::to_string(v));
+    return v;
+  }
   // The section's "kind" (required).
   std::string kind() const { return require<std::string>("kind"); }
 
@@ -74,6 +83,7 @@ class Config {
   const nlohmann::json* find(const std::string& key) const;
   void mark(const std::string& key) const;
   [[noreturn]] void type_error(const std::string& key, const char* expected, const nlohmann::json& got) const;
+  template <class T> T checked_integer(const std::string& key, const nlohmann::json& v) const;
 
   std::shared_ptr<State> state_;
   std::string prefix_;
@@ -91,13 +101,39 @@ template <> struct Kind<bool> { static constexpr const char* name = "boolean"; s
 template <> struct Kind<std::string> { static constexpr const char* name = "string"; static bool ok(const nlohmann::json& v) { return v.is_string(); } };
 template <> struct Kind<double> { static constexpr const char* name = "number"; static bool ok(const nlohmann::json& v) { return v.is_number(); } };
 template <> struct Kind<float> { static constexpr const char* name = "number"; static bool ok(const nlohmann::json& v) { return v.is_number(); } };
-template <> struct Kind<int64_t> { static constexpr const char* name = "integer"; static bool ok(const nlohmann::json& v) { return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))); } };
+// An integer, or a float with no fraction (3.0, 1e6); the range is checked by `integer_value`.
+template <> struct Kind<int64_t> { static constexpr const char* name = "integer"; static bool ok(const nlohmann::json& v) { return v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::trunc(v.get<double>())); } };
 template <> struct Kind<int> : Kind<int64_t> {};
 template <> struct Kind<std::vector<double>> { static constexpr const char* name = "array of numbers"; static bool ok(const nlohmann::json& v) { if (!v.is_array()) return false; for (auto& e : v) if (!e.is_number()) return false; return true; } };
-template <> struct Kind<std::vector<int64_t>> { static constexpr const char* name = "array of integers"; static bool ok(const nlohmann::json& v) { if (!v.is_array()) return false; for (auto& e : v) if (!e.is_number_integer()) return false; return true; } };
+template <> struct Kind<std::vector<int64_t>> { static constexpr const char* name = "array of integers"; static bool ok(const nlohmann::json& v) { if (!v.is_array()) return false; for (auto& e : v) if (!e.is_number_integer() || (e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX))) return false; return true; } };
 template <> struct Kind<std::vector<std::string>> { static constexpr const char* name = "array of strings"; static bool ok(const nlohmann::json& v) { if (!v.is_array()) return false; for (auto& e : v) if (!e.is_string()) return false; return true; } };
 template <> struct Kind<nlohmann::json> { static constexpr const char* name = "JSON value"; static bool ok(const nlohmann::json&) { return true; } };
+
+// `v` (accepted by Kind<int64_t>) as a T, or nullopt when it does not fit (a huge integer would
+// otherwise wrap around, or be undefined behaviour in the cast).
+template <class T> std::optional<T> integer_value(const nlohmann::json& v) {
+  using L = std::numeric_limits<T>;
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(L::max())) return std::nullopt;
+    return static_cast<T>(u);
+  }
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i < static_cast<int64_t>(L::min()) || i > static_cast<int64_t>(L::max())) return std::nullopt;
+    return static_cast<T>(i);
+  }
+  const double d = v.get<double>();  // integral (Kind checked); -min is 2^63 for int64, which does not fit
+  if (!(d >= static_cast<double>(L::min()) && d < -static_cast<double>(L::min()))) return std::nullopt;
+  return static_cast<T>(d);
+}
 }  // namespace config_detail
+
+template <class T> T Config::checked_integer(const std::string& key, const nlohmann::json& v) const {
+  if (auto i = config_detail::integer_value<T>(v)) return *i;
+  invalid(key, describe_json(v) + " is out of range for an integer (" + std::to_string(std::numeric_limits<T>::min()) + " to " +
+                   std::to_string(std::numeric_limits<T>::max()) + ")");
+}
 
 template <class T> T Config::get(const std::string& key, const T& fallback) const {
   mark(key);
@@ -107,7 +143,7 @@ template <class T> T Config::get(const std::string& key, const T& fallback) cons
     return fallback;
   }
   if (!config_detail::Kind<T>::ok(*v)) type_error(key, config_detail::Kind<T>::name, *v);
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return static_cast<T>(v->get<double>());
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return checked_integer<T>(key, *v);
   else return v->get<T>();
 }
 
@@ -117,7 +153,7 @@ template <class T> T Config::require(const std::string& key) const {
   if (v == nullptr || v->is_null())
     throw ConfigError(source() + ": " + path_of(key) + ": required " + config_detail::Kind<T>::name + " is missing");
   if (!config_detail::Kind<T>::ok(*v)) type_error(key, config_detail::Kind<T>::name, *v);
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return static_cast<T>(v->get<double>());
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return checked_integer<T>(key, *v);
   else return v->get<T>();
 }
 

@@ -40,6 +40,7 @@ Schedule Schedule::from(const Config& c, int64_t total_steps) {
   s.warmup = c.get<int64_t>("warmup", 0);
   if (s.warmup < 0) c.invalid("warmup", "must be >= 0, got " + std::to_string(s.warmup));
   s.min_ratio = c.get<double>("min_ratio", 0.0);
+  if (!(s.min_ratio >= 0 && s.min_ratio <= 1)) c.invalid("min_ratio", "expected 0 <= min_ratio <= 1");
   s.total = total_steps;
   return s;
 }
@@ -63,6 +64,9 @@ std::unique_ptr<ScheduledOptimizer> make_optimizer(const Config& c, const std::v
   const std::string kind = c.get<std::string>("kind", "adamw");
   const double lr = c.get<double>("lr", 1e-3);
   const double wd = c.get<double>("weight_decay", kind == "adamw" ? 0.01 : 0.0);
+  // the optimizers keep float32 state: a rate no float holds would fail (or go NaN) at the first step
+  if (!(lr > 0 && lr <= 1e4)) c.invalid("lr", "expected 0 < lr <= 1e4, got " + describe_json(lr));
+  if (!(wd >= 0 && wd <= 1e4)) c.invalid("weight_decay", "expected 0 <= weight_decay <= 1e4, got " + describe_json(wd));
   Schedule schedule = Schedule::from(c.section("schedule"), total_steps);
   std::vector<double> base_lrs;
   std::unique_ptr<torch::optim::Optimizer> opt;
@@ -80,6 +84,7 @@ std::unique_ptr<ScheduledOptimizer> make_optimizer(const Config& c, const std::v
   if (kind == "sgd") {
     const double momentum = c.get<double>("momentum", 0.9);
     const bool nesterov = c.get<bool>("nesterov", false);
+    if (!(momentum >= 0 && momentum < 1)) c.invalid("momentum", "expected 0 <= momentum < 1");
     auto gs = build_groups([&](double l, double w) {
       return torch::optim::SGDOptions(l).momentum(momentum).nesterov(nesterov).weight_decay(w);
     });
@@ -88,6 +93,9 @@ std::unique_ptr<ScheduledOptimizer> make_optimizer(const Config& c, const std::v
     auto betas = c.get<std::vector<double>>("betas", {0.9, 0.999});
     if (betas.size() != 2) c.invalid("betas", "expected 2 numbers");
     const double eps = c.get<double>("eps", 1e-8);
+    for (double b : betas)
+      if (!(b >= 0 && b < 1)) c.invalid("betas", "expected two numbers in [0, 1)");
+    if (!(eps > 0 && eps <= 1)) c.invalid("eps", "expected 0 < eps <= 1");
     if (kind == "adam") {
       auto gs = build_groups([&](double l, double w) {
         return torch::optim::AdamOptions(l).betas({betas[0], betas[1]}).eps(eps).weight_decay(w);

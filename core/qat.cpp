@@ -11,7 +11,7 @@ QatOptions QatOptions::from(const Config& config) {
   Config q = config.section("quant");
   o.enabled = q.get<bool>("qat", false);
   if (o.enabled) {
-    o.bits = static_cast<int>(q.get<int64_t>("bits", 8));
+    o.bits = q.get<int>("bits", 8);
     if (o.bits < 2 || o.bits > 16) q.invalid("bits", "expected 2..16 weight bits, got " + std::to_string(o.bits));
   }
   return o;

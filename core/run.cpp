@@ -27,11 +27,31 @@ RunSettings RunSettings::from(const Config& root) {
   s.seed = static_cast<uint64_t>(root.get<int64_t>("seed", 0));
   s.device = root.get<std::string>("device", "auto");
   s.deterministic = root.get<bool>("deterministic", true);
-  s.threads = static_cast<int>(root.get<int64_t>("threads", 0));
+  s.threads = root.get<int>("threads", 0);
   if (s.threads < 0) root.invalid("threads", "must be >= 0 (0: LibTorch's default)");
   root.get<std::string>("description", "");
-  root.accept("export");  // read by `edgeforge export`
+  s.exported = ExportSettings::from(root.section("export"));
   return s;
+}
+
+const std::vector<std::string>& ExportSettings::quant_names() {
+  static const std::vector<std::string> names = {"fp32", "fp16", "w8a8", "w8a16", "w4a8"};
+  return names;
+}
+
+ExportSettings ExportSettings::from(const Config& section) {
+  ExportSettings e;
+  e.quant = section.get<std::string>("quant", e.quant);
+  const auto& names = quant_names();
+  if (std::find(names.begin(), names.end(), e.quant) == names.end()) {
+    std::string known;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    section.invalid("quant", "\"" + e.quant + "\" is not a quantization scheme (expected " + known + ")");
+  }
+  e.float_layers = section.get<std::vector<std::string>>("float_layers", {});
+  e.calib = section.get<int64_t>("calib", e.calib);
+  if (e.calib < 1) section.invalid("calib", "must be >= 1 calibration sample");
+  return e;
 }
 
 std::string resolved_config_hash(const Config& root) { return hex64(fnv1a64(root.root().dump())); }
@@ -110,6 +130,13 @@ Built build(Config config, const fs::path& run_dir, bool quiet) {
   return b;
 }
 }  // namespace
+
+Config check_config(const fs::path& config_file, const std::vector<std::string>& overrides) {
+  Config config = Config::load(config_file);
+  for (const auto& s : overrides) config.apply_override(s);
+  fresh_run_dir("runs", config);  // checks `name` (the folder itself is not created)
+  return build(config, {}, /*quiet=*/true).config;
+}
 
 LaunchResult launch_training(const fs::path& config_file, const LaunchOptions& o) {
   fs::path run_dir = o.run_dir;

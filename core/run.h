@@ -28,6 +28,11 @@ struct LaunchResult {
 
 LaunchResult launch_training(const std::filesystem::path& config_file, const LaunchOptions& options);
 
+// Validates a config as `launch_training` would (builds the recipe, loads the networks it names,
+// refuses unknown keys and bad values) and writes no run folder; returns the resolved config.
+// Datasets a recipe generates are still cached under their data paths. Throws ConfigError/InputError.
+Config check_config(const std::filesystem::path& config_file, const std::vector<std::string>& overrides);
+
 // A built recipe for an existing run (eval, export), weights loaded from its latest checkpoint
 // (or `checkpoint` when given).
 struct OpenedRun {
@@ -49,13 +54,25 @@ std::filesystem::path resolve_run_folder(const std::filesystem::path& path, cons
 void load_module_from_run(const std::filesystem::path& run_dir, const std::string& module_name, torch::nn::Module& module,
                           bool prefer_ema = true);
 
+// The config's `export` section: the defaults `edgeforge export` uses where its command line is
+// silent. Read (and so validated) when the run is trained too, so that a typo there is refused
+// before training rather than found at export time.
+struct ExportSettings {
+  std::string quant = "w8a8";             // one of quant_names()
+  std::vector<std::string> float_layers;  // parameter-name prefixes kept in float
+  int64_t calib = 64;                     // calibration samples (>= 1)
+  static const std::vector<std::string>& quant_names();  // fp32, fp16, w8a8, w8a16, w4a8
+  static ExportSettings from(const Config& section);
+};
+
 // Root keys every config may carry, read here: recipe, name, seed, device, deterministic, threads,
-// train, and the sections other stages read (export, description).
+// and the sections other stages read (export, description).
 struct RunSettings {
   std::string recipe, name, device;
   uint64_t seed = 0;
   bool deterministic = true;
   int threads = 0;  // 0: LibTorch's default
+  ExportSettings exported;
   static RunSettings from(const Config& root);
 };
 

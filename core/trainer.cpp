@@ -63,12 +63,13 @@ TrainOptions TrainOptions::from(const Config& c) {
   o.eval_every = c.get<int64_t>("eval_every", o.eval_every);
   o.ckpt_every = c.get<int64_t>("ckpt_every", o.ckpt_every);
   o.sample_every = c.get<int64_t>("sample_every", o.sample_every);
-  o.keep_last = static_cast<int>(c.get<int64_t>("keep_last", o.keep_last));
+  o.keep_last = c.get<int>("keep_last", o.keep_last);
   o.ema = c.get<double>("ema", o.ema);
   o.precision = c.get<std::string>("precision", o.precision);
   o.grad_accum = c.get<int64_t>("grad_accum", o.grad_accum);
   o.grad_clip = c.get<double>("grad_clip", o.grad_clip);
   if (o.grad_accum < 1) c.invalid("grad_accum", "must be at least 1");
+  if (o.grad_clip < 0) c.invalid("grad_clip", "must be >= 0 (0: no clipping)");
   o.tensorboard = c.get<bool>("tensorboard", o.tensorboard);
   if (o.steps <= 0) c.invalid("steps", "must be positive");
   if (o.log_every <= 0) c.invalid("log_every", "must be positive");

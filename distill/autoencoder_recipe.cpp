@@ -30,8 +30,8 @@ class AutoencoderRecipe : public Recipe {
     model_->to(ctx.device);
     latent_weight_ = cfg.section("loss").get<double>("latent_weight", 1e-4);
     Config ev = cfg.section("eval");
-    eval_images_ = ev.get<int64_t>("images", 256);
-    n_samples_ = ev.get<int64_t>("samples", 8);
+    eval_images_ = ev.get_at_least<int64_t>("images", 256, 1);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 8, 0);
     for (const auto& p : model_->parameters()) params_.push_back(p);
     optim_ = make_optimizer(cfg.section("optim"), decay_groups(*model_), ctx.total_steps);
     double n = 0;

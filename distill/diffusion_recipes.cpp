@@ -72,7 +72,7 @@ class DiffusionRecipeBase : public Recipe, public HasLatentDiffusion {
     optim_ = make_optimizer(cfg.section("optim"), groups, ctx.total_steps);
 
     Config ev = cfg.section("eval");
-    eval_images_ = ev.get<int64_t>("images", 64);
+    eval_images_ = ev.get_at_least<int64_t>("images", 64, 1);
     eval_sampler_ = SamplerOptions::from(ev.section("sampler"));
     const std::string classifier = ev.get<std::string>("attribute_classifier", "");
     if (!classifier.empty())
@@ -179,7 +179,7 @@ class TextToImageRecipe : public DiffusionRecipeBase {
     text_dropout_ = cfg.section("train").get<double>("text_dropout", 0.1);
     Config ev = cfg.section("eval");
     guidance_ = ev.get<double>("guidance", 3.0);
-    n_samples_ = ev.get<int64_t>("samples", 8);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 8, 0);
     image_size_ = train->image_size();
   }
 
@@ -241,7 +241,7 @@ class EditRecipe : public DiffusionRecipeBase {
     Config ev = cfg.section("eval");
     guidance_.image = ev.get<double>("image_guidance", guidance_.image);
     guidance_.text = ev.get<double>("text_guidance", guidance_.text);
-    n_samples_ = ev.get<int64_t>("samples", 8);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 8, 0);
   }
 
   Scalars evaluate() override {

@@ -196,11 +196,11 @@ nlohmann::json run_export(const ExportOptions& o) {
     throw InputError("export: a '" + recipe + "' run has no network to export as ONNX: use --format " + formats);
   }
   // the run's own `export` section gives the defaults the command line did not
-  Config section = run.config.section("export");
-  QuantScheme scheme = QuantScheme::parse(o.quant.empty() ? section.get<std::string>("quant", "w8a8") : o.quant, o.observer);
-  if (section.has("float_layers")) scheme.float_layers = section.get<std::vector<std::string>>("float_layers", {});
+  const ExportSettings defaults = ExportSettings::from(run.config.section("export"));
+  QuantScheme scheme = QuantScheme::parse(o.quant.empty() ? defaults.quant : o.quant, o.observer);
+  scheme.float_layers = defaults.float_layers;
   scheme.float_layers.insert(scheme.float_layers.end(), o.float_layers.begin(), o.float_layers.end());
-  const int64_t calib_n = o.calib < 0 ? section.get<int64_t>("calib", 64) : o.calib;
+  const int64_t calib_n = o.calib < 0 ? defaults.calib : o.calib;
   const fs::path out_dir = o.out_dir.empty() ? o.run_dir / "export" / scheme.name : o.out_dir;
   const std::string model = o.model.empty() ? target->models().at(0) : o.model;
   CaptureSpec spec = target->spec(model, o.batch);

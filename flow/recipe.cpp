@@ -72,10 +72,9 @@ class FlowRecipe : public Recipe {
     Config ev = cfg.section("eval");
     eval_batches_ = ev.get<int64_t>("batches", 0);
     eval_batch_size_ = ev.get<int64_t>("batch_size", 16);
-    n_samples_ = ev.get<int64_t>("samples", 4);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 4, 0);
     if (eval_batches_ < 0) ev.invalid("batches", "must be >= 0 (0: the whole validation set)");
     if (eval_batch_size_ < 1) ev.invalid("batch_size", "must be at least 1");
-    if (n_samples_ < 0) ev.invalid("samples", "must be >= 0");
     eval_iters_ = ev.get<int64_t>("iters", model_.iters);
     per_iteration_ = ev.get<bool>("per_iteration", false);
     folder_ = ev.get<std::string>("data", "");

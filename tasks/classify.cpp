@@ -118,10 +118,9 @@ class ClassifyRecipe : public Recipe {
     Config ev = cfg.section("eval");
     eval_batches_ = ev.get<int64_t>("batches", 0);
     eval_batch_size_ = ev.get<int64_t>("batch_size", 256);
-    n_samples_ = ev.get<int64_t>("samples", 16);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 16, 0);
     if (eval_batches_ < 0) ev.invalid("batches", "must be >= 0 (0: the whole validation set)");
     if (eval_batch_size_ < 1) ev.invalid("batch_size", "must be at least 1");
-    if (n_samples_ < 0) ev.invalid("samples", "must be >= 0");
 
     optim_ = make_optimizer(cfg.section("optim"), trained_->param_groups(), ctx.total_steps);
     params_ = trained_->parameters();

@@ -157,10 +157,9 @@ class DepthRecipe : public Recipe {
     Config ev = cfg.section("eval");
     eval_batches_ = ev.get<int64_t>("batches", 0);
     eval_batch_size_ = ev.get<int64_t>("batch_size", 64);
-    n_samples_ = ev.get<int64_t>("samples", 8);
+    n_samples_ = ev.get_at_least<int64_t>("samples", 8, 0);
     if (eval_batches_ < 0) ev.invalid("batches", "must be >= 0 (0: the whole validation set)");
     if (eval_batch_size_ < 1) ev.invalid("batch_size", "must be at least 1");
-    if (n_samples_ < 0) ev.invalid("samples", "must be >= 0");
 
     optim_ = make_optimizer(cfg.section("optim"), decay_groups(*net_), ctx.total_steps);
     for (const auto& p : net_->parameters()) params_.push_back(p), n_params_ += static_cast<double>(p.numel());
