@@ -17,27 +17,23 @@ QatOptions QatOptions::from(const Config& config) {
   return o;
 }
 
-torch::Tensor fake_quantize_weight(const torch::Tensor& w, int bits) {
-  const double qmax = std::pow(2.0, bits - 1) - 1;
-  torch::Tensor absmax = w.detach().abs().reshape({w.size(0), -1}).amax(1).clamp_min(1e-12);
-  std::vector<int64_t> shape(static_cast<size_t>(w.dim()), 1);
-  shape[0] = w.size(0);
-  torch::Tensor scale = (absmax / qmax).view(shape);
-  return torch::clamp(torch::round(w / scale), -qmax, qmax) * scale;
-}
-
 void WeightFakeQuant::enter() {
   torch::NoGradGuard ng;
   weights_.clear(), masters_.clear(), quantized_.clear();
   std::set<const void*> seen;  // a parameter shared by two modules is quantized once
-  for (torch::nn::Module* module : modules_())
-    for (const auto& p : module->parameters(true))
-      if (p.requires_grad() && p.dim() >= 2 && p.is_floating_point() && seen.insert(p.data_ptr()).second) {
+  for (torch::nn::Module* module : modules_()) {
+    const std::map<std::string, ParamQuant> plan = quant_plan(*module, float_layers_);
+    for (const auto& item : module->named_parameters(true)) {
+      torch::Tensor p = item.value();
+      const ParamQuant& q = plan.at(item.key());
+      if (p.requires_grad() && q.quantized() && seen.insert(p.data_ptr()).second) {
         weights_.push_back(p);
         masters_.push_back(p.detach().clone());
-        quantized_.push_back(fake_quantize_weight(p.detach(), bits_));
+        quantized_.push_back(fake_quantize(p.detach(), q, bits_));
         p.copy_(quantized_.back());
       }
+    }
+  }
 }
 
 void WeightFakeQuant::leave() {

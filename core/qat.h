@@ -1,21 +1,21 @@
 #pragma once
 // Quantization-aware training of the weights (`quant.qat`): every step runs its forward and
-// backward at the fake-quantized weights the export stage will write (symmetric, per output
-// channel: the first axis of Linear/Conv weights, one scale for a [1, ...] embedding), and the
-// update lands on float master weights, as the straight-through estimator prescribes:
+// backward at the fake-quantized weights the export stage will write, by the one rule of
+// core/quant_rule.h (per output channel for Linear/Conv weights, one scale for other parameters of
+// rank >= 2, float for the rest and for export.float_layers), and the update lands on float master
+// weights, as the straight-through estimator prescribes:
 //
-//   w_q = s * clamp(round(w / s), -Q, Q),  s = max|w_c| / Q per channel c,  Q = 2^(bits-1) - 1
 //   w  <- w + (w_q' - w_q)   where w_q' is w_q after the optimizer step (its gradient taken at w_q)
 //
 // so any optimizer (its moments included) sees the quantized network. Activations are not fake-
-// quantized while training; their ranges are calibrated at export. Parameters of rank >= 2 are the
-// quantized ones (Linear and Conv weights, embeddings); biases and norms stay float, as exported.
+// quantized while training; their ranges are calibrated at export.
 #include <torch/torch.h>
 
 #include <functional>
 #include <vector>
 
 #include "core/config.h"
+#include "core/quant_rule.h"
 
 namespace ef {
 
@@ -26,15 +26,16 @@ struct QatOptions {
   static QatOptions from(const Config& config);
 };
 
-// Symmetric per-channel fake quantization along axis 0 (round half to even, as ONNX's QuantizeLinear).
-torch::Tensor fake_quantize_weight(const torch::Tensor& w, int bits);
+// Symmetric per-channel fake quantization along axis 0 (the rule's Linear/Conv weights).
+inline torch::Tensor fake_quantize_weight(const torch::Tensor& w, int bits) { return fake_quantize(w, {ParamQuant::Kind::PerChannel, 0}, bits); }
 
 class WeightFakeQuant {
  public:
   // `modules`: the networks whose weights train quantized (asked at every step: a recipe may
   // replace tensors between steps).
   using Modules = std::function<std::vector<torch::nn::Module*>()>;
-  WeightFakeQuant(Modules modules, int bits) : modules_(std::move(modules)), bits_(bits) {}
+  WeightFakeQuant(Modules modules, int bits, std::vector<std::string> float_layers = {})
+      : modules_(std::move(modules)), bits_(bits), float_layers_(std::move(float_layers)) {}
   // Before a training step: keep the float masters, put their fake-quantized values in place.
   void enter();
   // After it: apply the step's change to the masters (straight-through); the weights are float again.
@@ -43,6 +44,7 @@ class WeightFakeQuant {
  private:
   Modules modules_;
   int bits_;
+  std::vector<std::string> float_layers_;  // export.float_layers: trained (and exported) in float
   std::vector<torch::Tensor> weights_, masters_, quantized_;
 };
 

@@ -114,7 +114,7 @@ Built build(Config config, const fs::path& run_dir, bool quiet) {
   set_deterministic(b.settings.deterministic);
   seed_everything(b.settings.seed);
   b.train = TrainOptions::from(config.section("train"));
-  if (QatOptions q = QatOptions::from(config); q.enabled) b.train.qat_bits = q.bits;
+  if (QatOptions q = QatOptions::from(config); q.enabled) b.train.qat_bits = q.bits, b.train.qat_float_layers = b.settings.exported.float_layers;
   b.ctx.run_dir = run_dir;
   b.ctx.device = resolve_device(b.settings.device);
   b.ctx.seed = b.settings.seed;

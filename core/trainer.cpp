@@ -104,7 +104,7 @@ Trainer::Trainer(Recipe& recipe, TrainOptions options, RunContext ctx, std::stri
           for (const auto& [name, m] : recipe_.modules()) mods.push_back(m);
           return mods;
         },
-        opt_.qat_bits);
+        opt_.qat_bits, opt_.qat_float_layers);
   if (opt_.ema > 0) {
     auto mods = recipe_.modules();
     for (const auto& name : recipe_.ema_modules()) {

@@ -29,6 +29,7 @@ struct TrainOptions {
   double grad_clip = 0.0;     // handed to the recipe (RunContext)
   std::string precision = "fp32";  // fp32 | bf16 (autocast)
   bool tensorboard = true;
+  std::vector<std::string> qat_float_layers;  // export.float_layers: kept float in QAT as in export
   int qat_bits = 0;           // quant.qat: fake-quantized weights of this many bits in every step (core/qat.h); 0: off
   static TrainOptions from(const Config& train);
   // Whether the shared option `key` (grad_accum, grad_clip, ema, precision, sample_every) has its default value.

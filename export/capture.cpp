@@ -169,6 +169,7 @@ Captured capture(const CaptureSpec& spec) {
   // a weight initializer the lowering replaced (transposed) is no longer a plain parameter
   for (auto it = L.out.weight_axes.begin(); it != L.out.weight_axes.end();)
     it = L.out.graph.has_initializer(it->first) ? std::next(it) : L.out.weight_axes.erase(it);
+  L.out.param_quant = quant_plan(*spec.module);
   return std::move(L.out);
 }
 

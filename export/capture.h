@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/export_target.h"  // CaptureSpec, Inputs
+#include "core/quant_rule.h"
 #include "export/graph.h"
 
 namespace ef::exporter {
@@ -19,8 +20,11 @@ struct Captured {
   // Float tensors whose values a per-tensor activation quantizer covers (outputs of compute ops;
   // pure data movement such as reshape/transpose keeps its input's quantization).
   std::set<std::string> activation_points;
-  // Weight initializers that get per-channel quantizers, with their channel axis.
+  // The output-channel axis of each weight initializer as the graph holds it (a Linear weight is
+  // MatMul's transposed [in, out]: axis 1).
   std::map<std::string, int64_t> weight_axes;
+  // The quantization rule for every module parameter (core/quant_rule.h, without float layers).
+  std::map<std::string, ParamQuant> param_quant;
   // Every initializer that holds a module parameter or buffer (the rest are lowering constants).
   std::set<std::string> parameters;
   std::string aten_graph;  // the traced graph, for diagnostics

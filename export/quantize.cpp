@@ -10,7 +10,6 @@ namespace ef::exporter {
 namespace {
 
 constexpr int64_t kSamplesPerTensor = 1 << 18;  // values an observer keeps per activation point
-constexpr int64_t kMinQuantizedParam = 256;      // smaller parameters (biases, norms) stay float
 
 struct Observer {
   double min = INFINITY, max = -INFINITY;
@@ -85,11 +84,7 @@ QuantScheme QuantScheme::parse(const std::string& quant, const std::string& obse
   return s;
 }
 
-bool QuantScheme::keeps_float(const std::string& parameter) const {
-  for (const auto& p : float_layers)
-    if (parameter == p || (parameter.size() > p.size() && parameter.compare(0, p.size(), p) == 0 && parameter[p.size()] == '.')) return true;
-  return false;
-}
+bool QuantScheme::keeps_float(const std::string& parameter) const { return in_float_layers(parameter, float_layers); }
 
 std::map<std::string, ActRange> calibrate(const Captured& captured, const std::vector<Inputs>& inputs, const QuantScheme& scheme) {
   std::map<std::string, Observer> obs;
@@ -116,46 +111,36 @@ QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, 
   out.encodings = {{"version", "0.6.1"}, {"activation_encodings", nlohmann::json::object()}, {"param_encodings", nlohmann::json::object()}};
   Graph& g = out.graph;
 
-  // Weights: int initializer + per-channel scale -> DequantizeLinear whose output keeps the
-  // parameter's name, so the encodings and every consumer still refer to it.
-  const double wmax = std::pow(2.0, scheme.weight_bits - 1) - 1;  // symmetric: [-wmax, wmax]
-  for (const auto& [name, axis] : captured.weight_axes) {
-    if (scheme.keeps_float(name)) continue;
+  // Weights, by the one rule (core/quant_rule.h) that QAT trained them with: an int initializer
+  // and its scale -> DequantizeLinear whose output keeps the parameter's name, so the encodings and
+  // every consumer still refer to it. The graph may hold a parameter transposed (a Linear weight as
+  // MatMul's [in, out]): its output-channel axis there is the one the lowering recorded.
+  const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
+  for (const auto& [name, rule] : captured.param_quant) {
+    if (!rule.quantized() || !g.initializers.count(name) || scheme.keeps_float(name)) continue;
+    ParamQuant q = rule;
+    if (q.kind == ParamQuant::Kind::PerChannel) {
+      auto axis = captured.weight_axes.find(name);
+      if (axis == captured.weight_axes.end())
+        throw std::runtime_error("export: " + name + " is quantized per output channel, but the graph uses it in an op whose channel axis the exporter does not know");
+      q.axis = axis->second;
+    }
     torch::Tensor w = to_tensor(g.initializers.at(name));
-    std::vector<int64_t> reduce;
-    for (int64_t d = 0; d < w.dim(); ++d)
-      if (d != axis) reduce.push_back(d);
-    torch::Tensor scale = (w.abs().amax(reduce) / wmax).clamp_min(1e-12);
-    std::vector<int64_t> bshape(w.dim(), 1);
-    bshape[axis] = w.size(axis);
-    torch::Tensor q = torch::clamp(torch::round(w / scale.view(bshape)), -wmax, wmax).to(torch::kChar);
+    torch::Tensor scale = quant_scale(w, q, scheme.weight_bits);
+    torch::Tensor codes = quant_codes(w, scale, q, scheme.weight_bits).to(torch::kChar);
     g.initializers.erase(name);
-    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", q);
-    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale);
-    g.initializers[name + "_zero_point"] = from_tensor(name + "_zero_point", torch::zeros({w.size(axis)}, torch::kChar));
-    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, {{"axis", Attr::of(axis)}}});
-    nlohmann::json per_channel = nlohmann::json::array();
-    const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
-    for (int64_t c = 0; c < scale.numel(); ++c) per_channel.push_back(aimet_entry(scheme.weight_bits, true, scale[c].item<double>(), offset));
-    out.encodings["param_encodings"][name] = per_channel;
-  }
-
-  // Other large parameters (position embeddings, PADRe's depthwise taps when not a Conv weight)
-  // get one symmetric per-tensor scale; small ones (biases, norms) stay float as QNN keeps them.
-  for (const auto& name : captured.parameters) {
-    if (captured.weight_axes.count(name) || !g.initializers.count(name) || scheme.keeps_float(name)) continue;
-    const Initializer& init = g.initializers.at(name);
-    if (init.dtype != DType::Float || init.numel() < kMinQuantizedParam) continue;
-    torch::Tensor w = to_tensor(init);
-    torch::Tensor scale = (w.abs().max() / wmax).clamp_min(1e-12);
-    torch::Tensor q = torch::clamp(torch::round(w / scale), -wmax, wmax).to(torch::kChar);
-    g.initializers.erase(name);
-    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", q);
-    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale);
-    g.initializers[name + "_zero_point"] = from_tensor(name + "_zero_point", torch::zeros({}, torch::kChar));
-    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, {}});
-    const int64_t offset = -static_cast<int64_t>(std::pow(2.0, scheme.weight_bits - 1));
-    out.encodings["param_encodings"][name] = nlohmann::json::array({aimet_entry(scheme.weight_bits, true, scale.item<double>(), offset)});
+    g.initializers[name + "_quantized"] = from_tensor(name + "_quantized", codes);
+    g.initializers[name + "_scale"] = from_tensor(name + "_scale", scale.to(torch::kFloat));
+    const bool per_channel = q.kind == ParamQuant::Kind::PerChannel;
+    g.initializers[name + "_zero_point"] =
+        from_tensor(name + "_zero_point", per_channel ? torch::zeros({w.size(q.axis)}, torch::kChar) : torch::zeros({}, torch::kChar));
+    std::map<std::string, Attr> attrs;
+    if (per_channel) attrs["axis"] = Attr::of(q.axis);
+    g.nodes.push_back({"DequantizeLinear", name + "_dq", {name + "_quantized", name + "_scale", name + "_zero_point"}, {name}, attrs});
+    nlohmann::json entries = nlohmann::json::array();
+    torch::Tensor flat = scale.reshape({-1});
+    for (int64_t c = 0; c < flat.numel(); ++c) entries.push_back(aimet_entry(scheme.weight_bits, true, flat[c].item<double>(), offset));
+    out.encodings["param_encodings"][name] = entries;
   }
 
   std::map<std::string, std::string> rename;

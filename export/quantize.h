@@ -44,6 +44,8 @@ struct QuantizedGraph {
 // float32, with a Cast after each input and before each output (half.cpp).
 Graph to_half(const Graph& graph);
 
+// Weights are quantized by captured.param_quant (core/quant_rule.h, as QAT trains them), less the
+// scheme's float layers; activations at the calibrated ranges.
 QuantizedGraph insert_qdq(const Captured& captured, const std::map<std::string, ActRange>& ranges, const QuantScheme& scheme);
 
 }  // namespace ef::exporter

@@ -15,6 +15,7 @@
 #include "export/onnx_writer.h"
 #include "export/quantize.h"
 #include "core/export_target.h"
+#include "core/qat.h"
 #include "tests/export/onnx_check.h"
 #include "tests/test_support.h"
 
@@ -24,7 +25,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 // A tiny classify run (two blocks, a few steps) with the given attention section.
-fs::path tiny_run(const fs::path& dir, const nlohmann::json& attention) {
+fs::path tiny_run(const fs::path& dir, const nlohmann::json& attention, const nlohmann::json& more = nlohmann::json::object()) {
   nlohmann::json c = {
       {"recipe", "classify"}, {"name", "tiny"}, {"seed", 3}, {"device", "cpu"},
       {"data", {{"path", (dir / "shapes.h5").string()}, {"generate", {{"n", 160}, {"size", 16}, {"seed", 1}}}, {"batch_size", 16}, {"workers", 1}}},
@@ -32,6 +33,7 @@ fs::path tiny_run(const fs::path& dir, const nlohmann::json& attention) {
       {"optim", {{"lr", 3e-3}}},
       {"train", {{"steps", 3}, {"log_every", 1}, {"eval_every", 0}, {"ckpt_every", 0}, {"tensorboard", false}}},
       {"eval", {{"batches", 1}, {"batch_size", 16}, {"samples", 0}}}};
+  c.merge_patch(more);
   ef::write_file_atomically(dir / "tiny.json", c.dump(2));
   ef::LaunchOptions o;
   o.quiet = true;
@@ -245,4 +247,99 @@ TEST_CASE("export: layers named in float_layers keep float weights and activatio
   CHECK(qg.graph.initializers.count("head.weight"));  // float, under its own name
   CHECK(qg.graph.initializers.at("head.weight").dtype == ef::exporter::DType::Float);
   CHECK(report["metric"]["onnxruntime"].is_number());
+}
+
+TEST_CASE("export: a QAT-trained network is written on the grid it trained on (one quantization rule)", "[export][qat]") {
+  // For every attention kind (PADRe brings raw coefficient parameters, ToSA a selector): the weights
+  // QAT fake-quantizes and the weights the QDQ graph dequantizes are the same numbers, tensor by
+  // tensor, float layers included (float in both).
+  for (const char* kind : {"softmax", "padre", "tosa"}) {
+    INFO("attention " << kind);
+    ef::test::ScratchDir dir(std::string("export-qat-") + kind);
+    const fs::path run = tiny_run(dir.path, {{"kind", kind}});
+    ef::OpenedRun opened = ef::open_run(run, {});
+    auto target = ef::export_targets().create("classify", opened);
+    auto spec = target->spec("model", 1);
+    auto cap = ef::exporter::capture(spec);
+    auto scheme = ef::exporter::QuantScheme::parse("w8a8", "minmax");
+    scheme.float_layers = {"head"};
+    auto qg = ef::exporter::insert_qdq(cap, ef::exporter::calibrate(cap, target->calibration("model", 8, 1), scheme), scheme);
+
+    // the exported weights: DequantizeLinear(codes, scale) as ONNX defines it, per channel along `axis`
+    std::map<std::string, torch::Tensor> exported;
+    for (const auto& n : qg.graph.nodes) {
+      if (n.op != "DequantizeLinear" || !cap.parameters.count(n.outputs[0])) continue;
+      torch::Tensor codes = ef::exporter::to_tensor(qg.graph.initializers.at(n.inputs[0])).to(torch::kFloat);
+      torch::Tensor scale = ef::exporter::to_tensor(qg.graph.initializers.at(n.inputs[1]));
+      if (n.attrs.count("axis")) {
+        std::vector<int64_t> shape(codes.dim(), 1);
+        shape[n.attrs.at("axis").i] = -1;
+        scale = scale.view(shape);
+      }
+      exported[n.outputs[0]] = codes * scale;
+    }
+    // the weights QAT trains with, by the same rule and the same float layers
+    torch::nn::Module& net = *spec.module;
+    std::map<std::string, torch::Tensor> masters;
+    for (const auto& p : net.named_parameters()) masters[p.key()] = p.value().detach().clone(), p.value().set_requires_grad(true);
+    ef::WeightFakeQuant qat([&] { return std::vector<torch::nn::Module*>{&net}; }, 8, {"head"});
+    qat.enter();
+    int per_channel = 0, per_tensor = 0;
+    for (const auto& p : net.named_parameters()) {
+      INFO("parameter " << p.key());
+      const ef::ParamQuant rule = cap.param_quant.at(p.key());
+      const bool quantized = rule.quantized() && p.key().rfind("head", 0) != 0;
+      REQUIRE(exported.count(p.key()) == (quantized ? 1u : 0u));
+      if (!quantized) {
+        CHECK(torch::equal(p.value(), masters.at(p.key())));  // float in training as in the graph
+        continue;
+      }
+      (rule.kind == ef::ParamQuant::Kind::PerChannel ? per_channel : per_tensor)++;
+      torch::Tensor w = exported.at(p.key());
+      // the graph holds a Linear weight as MatMul's [in, out]: its output channels along axis 1
+      if (rule.kind == ef::ParamQuant::Kind::PerChannel && cap.weight_axes.at(p.key()) != 0) w = w.transpose(0, cap.weight_axes.at(p.key()));
+      if (w.sizes() != p.value().sizes()) w = w.t();  // a raw parameter the graph transposed
+      CHECK(max_rel(w, p.value().detach()) < 1e-6);
+      CHECK(!torch::equal(p.value(), masters.at(p.key())));  // (it did move onto the grid)
+    }
+    CHECK(per_channel > 0);
+    CHECK(per_tensor > 0);  // the position table (and PADRe's coefficients) are per tensor in both
+    qat.leave();
+  }
+}
+
+TEST_CASE("export: a QAT-trained run computes in ONNX Runtime what its fake-quantized LibTorch forward computes", "[export][qat]") {
+  // quant.qat trains at the rule's grid, export.float_layers keeps the head float in training and
+  // in the graph; 16-bit activations leave the weights as the only quantization that matters.
+  ef::test::ScratchDir dir("export-qat-ort");
+  const fs::path run = tiny_run(dir.path, {{"kind", "softmax"}}, {{"quant", {{"qat", true}}}, {"export", {{"float_layers", {"head"}}}}});
+  ef::exporter::ExportOptions o;
+  o.run_dir = run;
+  o.out_dir = dir.path / "w8a16";
+  o.quant = "w8a16";
+  o.calib = 16;
+  o.eval_samples = 8;
+  nlohmann::json report = ef::exporter::run_export(o);
+  CHECK(report["float_layers"] == nlohmann::json({"head"}));
+
+  ef::OpenedRun opened = ef::open_run(run, {});
+  auto target = ef::export_targets().create("classify", opened);
+  auto spec = target->spec("model", 1);
+  spec.module->eval();
+  for (auto& p : spec.module->parameters()) p.set_requires_grad(true);
+  ef::WeightFakeQuant qat([&] { return std::vector<torch::nn::Module*>{spec.module}; }, 8, {"head"});
+  qat.enter();
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::rand({1, 3, 16, 16});
+  torch::Tensor want;
+  {
+    torch::NoGradGuard ng;
+    want = spec.forward({x});
+  }
+  qat.leave();
+  torch::Tensor got;
+  ef::test::check_onnx(o.out_dir / "model.onnx", {x}, dir.path, &got);
+  const double step = (want.max() - want.min()).item<double>() / 255;  // one 8-bit step of the output's range
+  INFO("max |ORT - fake-quantized LibTorch| = " << (got.view_as(want) - want).abs().max().item<double>() << ", one step " << step);
+  CHECK((got.view_as(want) - want).abs().max().item<double>() <= step);
 }
